@@ -1,0 +1,1 @@
+"""xmodal client package."""

@@ -1,0 +1,166 @@
+"""The job config: one pydantic model for a whole job, shared by `xmodal train` and the REST API.
+
+Importable without torch. Every section forbids unknown keys, so a typo is an error naming the
+field rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.errors import ConfigError
+
+METHODS = ("orca", "finetune", "pare", "mona", "contrastive_pare")
+Method = Literal["orca", "finetune", "pare", "mona", "contrastive_pare"]
+
+
+class TaskType(str, Enum):
+    classification = "classification"
+    multilabel = "multilabel"
+    dense_regression = "dense_regression"  # 1D or 2D, output shaped like the input's spatial dims
+    dense_binary = "dense_binary"
+    scalar_regression = "scalar_regression"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BodyConfig(Section):
+    name: str = Field("minilm-l6", min_length=1, max_length=512,
+                      description="alias (minilm-l6, tiny-bert, tiny-swin), model directory or hub name")
+    pretrained: bool = Field(True, description="false: same architecture, random init (ablation)")
+
+
+class EmbedderConfig(Section):
+    target_seq_len: int = Field(64, ge=1, le=4096, description="most tokens a 1D input becomes")
+    patch_size: int | None = Field(None, ge=1, le=256, description="2D patch side; None picks one")
+
+
+class AlignmentConfig(Section):
+    objective: Literal["otdd_exact", "otdd_gaussian", "mmd", "l2"] = "otdd_exact"
+    epochs: int = Field(60, ge=0, le=10_000, description="embedder-alignment epochs; 0 skips the stage")
+    maxsamples: int = Field(64, ge=2, le=100_000, description="target samples per alignment step")
+    proxy: str = Field("auto", min_length=1, max_length=512,
+                       description="auto | wordnet | fashion-mnist | digits | path to a labelled .npz")
+    proxy_samples: int = Field(5000, ge=10, le=100_000)
+    lr: float | None = Field(None, gt=0, le=10, description="default: 10x the training lr")
+    epsilon: float = Field(0.1, gt=0, le=100, description="entropic regularisation of Sinkhorn")
+    pseudo_labels: int = Field(10, ge=2, le=1000, description="k-means k for targets without classes")
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(10, ge=0, le=10_000)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="cap on optimizer steps")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    grad_accumulation: int = Field(1, ge=1, le=1024)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-4, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    clip_grad_norm: float | None = Field(1.0, gt=0, le=1e6)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype on CUDA")
+
+
+class EvaluationConfig(Section):
+    validation_fraction: float = Field(0.1, ge=0, lt=0.9,
+                                       description="held out from train when no x_val is given")
+    metric: str | None = Field(None, max_length=64, description="selection metric; None: the task's first")
+
+
+class CheckpointConfig(Section):
+    every_epochs: int = Field(1, ge=1, le=10_000)
+    every_steps: int | None = Field(None, ge=1, le=10_000_000)
+
+
+class JobConfig(Section):
+    """Everything one job needs. `method` picks the recipe; the sections configure shared parts."""
+
+    method: Method = "orca"
+    body: BodyConfig = Field(default_factory=BodyConfig)
+    task: TaskType | None = Field(None, description="inferred from the data when not given")
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    freeze: Literal["none", "embedder", "body", "both"] = "none"
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _check_method(self) -> JobConfig:
+        if self.method == "finetune" and "alignment" in self.model_fields_set and self.alignment.epochs:
+            raise ValueError("alignment.epochs must be 0 for method finetune (it has no alignment stage)")
+        return self
+
+    @property
+    def alignment_epochs(self) -> int:
+        """Epochs the alignment stage actually runs (plain fine-tuning has none)."""
+        return 0 if self.method == "finetune" else self.alignment.epochs
+
+
+def _field_of(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "config"
+
+
+def parse_config(data: Any) -> JobConfig:
+    """Validate a mapping into a JobConfig, raising ConfigError that names the first bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of sections", field="config")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(first["msg"], field=_field_of(first)) from None
+
+
+def load_config(path: str | Path) -> JobConfig:
+    """Read a YAML or JSON job file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", field="config") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}",
+                          field="config") from None
+    return parse_config(data if data is not None else {})
+
+
+def config_from_job_request(model: str, method: dict[str, Any], seed: int | None = None) -> JobConfig:
+    """Map the REST body (`model`, `method: {type, <type>: {sections}}`, `seed`) onto a JobConfig.
+
+    `method.<type>` takes the same sections as a YAML job file, so one config runs both ways.
+    """
+    if not isinstance(method, dict):
+        raise ConfigError("expected an object with 'type'", field="method")
+    kind = method.get("type", "orca")
+    if kind not in METHODS:
+        raise ConfigError(f"unknown method {kind!r}; expected one of {', '.join(METHODS)}", field="method.type")
+    unknown = set(method) - {"type", kind}
+    if unknown:
+        raise ConfigError(f"unexpected key(s) {sorted(unknown)}", field="method")
+    sections = method.get(kind) or {}
+    if not isinstance(sections, dict):
+        raise ConfigError("expected an object of config sections", field=f"method.{kind}")
+    data: dict[str, Any] = {**sections, "method": kind}
+    body = dict(data.get("body") or {})
+    body["name"] = model
+    data["body"] = body
+    if seed is not None:
+        data["training"] = {**(data.get("training") or {}), "seed": seed}
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        field = exc.field or "config"
+        field = "model" if field == "body.name" else f"method.{kind}.{field}"
+        raise ConfigError(exc.message, field=field) from None

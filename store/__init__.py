@@ -1,0 +1,1 @@
+"""xmodal store package."""
