@@ -1,0 +1,127 @@
+"""Embedders f: turn a target sample into tokens the body accepts (ORCA's dimensionality alignment).
+
+1D (C, L): Conv1d with kernel = stride = s, s the smallest divisor of L giving at most
+`target_seq_len` tokens, then LayerNorm, then the body's learned position embeddings.
+2D (C, H, W): vision bodies resize to their image size and use a patch conv initialised from the
+pretrained one (RGB kernel tiled over C); text bodies cut p x p patches so the tokens fit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.bodies import Body
+from core.errors import ConfigError
+
+
+def patch_stride_1d(length: int, target_seq_len: int, max_positions: int) -> int:
+    """Smallest divisor s of `length` with length / s <= min(target_seq_len, max_positions)."""
+    limit = min(target_seq_len, max_positions)
+    for s in range(1, length + 1):
+        if length % s == 0 and length // s <= limit:
+            return s
+    return length
+
+
+def patch_size_2d(height: int, width: int, target_seq_len: int, max_positions: int) -> int:
+    """Smallest square patch p whose padded grid has at most min(target_seq_len, max_positions) tokens."""
+    limit = min(target_seq_len, max_positions)
+    for p in range(1, max(height, width) + 1):
+        if math.ceil(height / p) * math.ceil(width / p) <= limit:
+            return p
+    return max(height, width)
+
+
+def _copy_layer_norm(norm: nn.LayerNorm, source: nn.Module | None) -> None:
+    if isinstance(source, nn.LayerNorm) and source.normalized_shape == norm.normalized_shape:
+        norm.load_state_dict(source.state_dict())
+
+
+class Embedder1D(nn.Module):
+    """(B, C, L) -> (B, L/s, d): conv patches, LayerNorm, pretrained positions."""
+
+    def __init__(self, body: Body, channels: int, length: int, target_seq_len: int) -> None:
+        super().__init__()
+        self.stride = patch_stride_1d(length, target_seq_len, body.max_positions)
+        self.num_tokens = length // self.stride
+        self.projection = nn.Conv1d(channels, body.width, kernel_size=self.stride, stride=self.stride)
+        nn.init.xavier_uniform_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+        self.norm = nn.LayerNorm(body.width, eps=1e-12)
+        _copy_layer_norm(self.norm, getattr(body.source_embedding, "LayerNorm", None))
+        positions = body.source_embedding.position_embeddings.weight[: self.num_tokens].detach().clone()
+        self.positions = nn.Parameter(positions)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        tokens = self.projection(x).transpose(1, 2)
+        return self.norm(tokens) + self.positions, None
+
+
+class Embedder2DText(nn.Module):
+    """(B, C, H, W) -> (B, T, d) for a text body: p x p patches (input padded), LayerNorm, positions."""
+
+    def __init__(self, body: Body, channels: int, height: int, width: int, target_seq_len: int,
+                 patch_size: int | None) -> None:
+        super().__init__()
+        self.patch = patch_size or patch_size_2d(height, width, target_seq_len, body.max_positions)
+        self.grid = (math.ceil(height / self.patch), math.ceil(width / self.patch))
+        self.num_tokens = self.grid[0] * self.grid[1]
+        if self.num_tokens > body.max_positions:
+            raise ConfigError(f"patch size {self.patch} gives {self.num_tokens} tokens, more than the body's "
+                              f"{body.max_positions} positions", field="embedder.patch_size")
+        self.pad = (0, self.grid[1] * self.patch - width, 0, self.grid[0] * self.patch - height)
+        self.projection = nn.Conv2d(channels, body.width, kernel_size=self.patch, stride=self.patch)
+        nn.init.xavier_uniform_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+        self.norm = nn.LayerNorm(body.width, eps=1e-12)
+        _copy_layer_norm(self.norm, getattr(body.source_embedding, "LayerNorm", None))
+        positions = body.source_embedding.position_embeddings.weight[: self.num_tokens].detach().clone()
+        self.positions = nn.Parameter(positions)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        tokens = self.projection(F.pad(x, self.pad)).flatten(2).transpose(1, 2)
+        return self.norm(tokens) + self.positions, self.grid
+
+
+class Embedder2DVision(nn.Module):
+    """(B, C, H, W) -> Swin tokens: resize to the body's image size, pretrained patch conv tiled over C."""
+
+    def __init__(self, body: Body, channels: int) -> None:
+        super().__init__()
+        source = body.source_embedding.patch_embeddings.projection
+        self.image_size = int(body.image_size or 224)
+        self.projection = nn.Conv2d(channels, source.out_channels, kernel_size=source.kernel_size,
+                                    stride=source.stride)
+        with torch.no_grad():
+            kernel = source.weight.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1)
+            kernel *= source.weight.shape[1] / channels  # keep the response scale of the RGB kernel
+            self.projection.weight.copy_(kernel)
+            self.projection.bias.copy_(source.bias)
+        self.norm = nn.LayerNorm(source.out_channels)
+        _copy_layer_norm(self.norm, body.source_embedding.norm)
+        side = self.image_size // source.stride[0]
+        self.grid = (side, side)
+        self.num_tokens = side * side
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        tokens = self.projection(x).flatten(2).transpose(1, 2)
+        return self.norm(tokens), self.grid
+
+
+def build_embedder(body: Body, input_shape: tuple[int, ...], target_seq_len: int,
+                   patch_size: int | None) -> nn.Module:
+    """Pick the embedder for a per-sample input shape (C, L) or (C, H, W)."""
+    if len(input_shape) == 2:
+        if body.kind == "vision":
+            raise ConfigError("1D inputs need a text body (vision bodies take (C, H, W))", field="body.name")
+        return Embedder1D(body, input_shape[0], input_shape[1], target_seq_len)
+    channels, height, width = input_shape
+    if body.kind == "vision":
+        return Embedder2DVision(body, channels)
+    return Embedder2DText(body, channels, height, width, target_seq_len, patch_size)

@@ -1,0 +1,1 @@
+"""Training machinery shared by every recipe: context, optimizers, refine loop, evaluation, state."""

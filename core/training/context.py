@@ -1,0 +1,139 @@
+"""What every recipe shares while it runs: model, data, device, reporting, progress and checkpoints.
+
+Recipes (core/methods/*) own their stages and loops; this module owns the bookkeeping so that each
+recipe stays a readable top-to-bottom loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.bodies import Body
+from core.callbacks import CallbackList, CheckpointSaved, Event, Level, MetricPoint, Progress, Stage
+from core.checkpoint import build_manifest, save_model
+from core.config import JobConfig
+from core.data.prepare import PreparedData
+from core.model import CrossModalModel, ModelSpec
+from core.training.state import load_state, save_state
+
+TRAINER_STATE = "trainer_state"
+
+
+@dataclass
+class Position:
+    """Where training stands; enough, with weights and optimizer state, to resume exactly."""
+
+    stage: Stage = "setup"
+    stage_epoch: int = 0  # epochs finished in the current stage
+    batch: int = 0  # batches consumed in the current epoch (refine)
+    step: int = 0  # optimizer steps over the whole run (progress, metrics)
+    best_metric: float = float("inf")
+    best_epoch: int = -1
+
+
+class StopRequested(Exception):
+    """Raised by `ctx.step_done()` after a stop request was checkpointed; the runner catches it."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(f"stopped; checkpoint at {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainContext:
+    config: JobConfig
+    data: PreparedData
+    spec: ModelSpec
+    model: CrossModalModel
+    body: Body
+    device: torch.device
+    out_dir: Path
+    callbacks: CallbackList
+    total_steps: int
+    position: Position = field(default_factory=Position)
+    optimizers: dict[str, Any] = field(default_factory=dict)  # name -> optimizer / scheduler
+    best_state: dict[str, torch.Tensor] | None = None
+    pending_optimizer_states: dict[str, Any] = field(default_factory=dict)  # loaded, not yet applied
+    started: float = field(default_factory=time.monotonic)
+    steps_at_start: int = 0
+
+    # ---- reporting -------------------------------------------------------------------------
+    def event(self, message: str, level: Level = "info", **data: Any) -> None:
+        self.callbacks.on_event(Event(stage=self.position.stage, message=message, level=level, data=data))
+
+    def metric(self, key: str, value: float, split: str, epoch: int | None = None) -> None:
+        self.callbacks.on_metric(MetricPoint(key=key, value=float(value), step=self.position.step,
+                                             split=split, epoch=epoch))
+
+    def enter_stage(self, stage: Stage, message: str) -> None:
+        if self.position.stage != stage:
+            self.position.stage, self.position.stage_epoch, self.position.batch = stage, 0, 0
+        self.event(message, stage_started=stage)
+
+    # ---- stepping --------------------------------------------------------------------------
+    def step_done(self) -> None:
+        """Call after each optimizer step: progress, and a checkpoint + stop when one was requested."""
+        self.position.step += 1
+        done = self.position.step - self.steps_at_start
+        elapsed = time.monotonic() - self.started
+        remaining = max(0, self.total_steps - self.position.step)
+        eta = elapsed / done * remaining if done else None
+        self.callbacks.on_progress(Progress(self.position.stage, self.position.step, self.total_steps, eta))
+        every = self.config.checkpoint.every_steps
+        if every and self.position.step % every == 0:
+            self.save_checkpoint()
+        if self.callbacks.should_stop():
+            raise StopRequested(self.save_checkpoint())
+
+    def autocast(self) -> torch.autocast:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.training.precision)
+        enabled = self.device.type == "cuda" and dtype is not None
+        return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32, enabled=enabled)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def manifest(self, **extra: Any) -> dict[str, Any]:
+        return build_manifest(self.config, self.spec, self.body.model.config.to_dict(), self.data.normalisation,
+                              self.data.sha256, **extra)
+
+    def save_checkpoint(self, metrics: dict[str, float] | None = None) -> Path:
+        """A resumable checkpoint: current weights + trainer state (+ best weights when they differ)."""
+        pos = self.position
+        directory = self.out_dir / "checkpoints" / f"step-{pos.step:07d}-{pos.stage}-{pos.stage_epoch}-{pos.batch}"
+        save_model(directory, self.model, self.manifest(step=pos.step, stage=pos.stage))
+        state = {"position": vars(pos).copy(), "rng": torch.get_rng_state(),
+                 "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()}}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        save_state(directory, TRAINER_STATE, state)
+        if self.best_state is not None:
+            save_model(directory / "best", self.model, self.manifest(step=pos.step, stage=pos.stage),
+                       state_dict=self.best_state)
+        self.callbacks.on_checkpoint(CheckpointSaved(path=directory, step=pos.step, epoch=pos.stage_epoch,
+                                                     stage=pos.stage, metrics=metrics or {}))
+        return directory
+
+    def restore(self, directory: Path) -> None:
+        """Load weights, position and RNG; optimizer states are applied when the recipe builds them."""
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        state = load_state(directory, TRAINER_STATE)
+        self.position = Position(**state["position"])
+        self.steps_at_start = self.position.step
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.pending_optimizer_states = state["optimizers"]
+        best = directory / "best" / "model.safetensors"
+        self.best_state = load_file(str(best)) if best.exists() else None
+
+    def register_optimizer(self, name: str, optimizer: Any) -> None:
+        """Track an optimizer or scheduler for checkpoints; restores its state when resuming."""
+        if name in self.pending_optimizer_states:
+            optimizer.load_state_dict(self.pending_optimizer_states.pop(name))
+        self.optimizers[name] = optimizer
