@@ -1,0 +1,154 @@
+"""Fine-tuning jobs and their lifecycle.
+
+Every state change is one conditional UPDATE whose WHERE clause states the transition it allows,
+so two workers (or a worker and a cancelling user) racing on the same row cannot both win:
+the loser's UPDATE matches no row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Update, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from store.models import Job, utcnow
+from store.repositories import events
+from store.repositories.scoping import Page, newest_first_page, select_owned
+
+
+def create(session: Session, *, owner_id: str, model: str, method: str, config: dict[str, Any],
+           training_file_id: str, validation_file_id: str | None = None, seed: int | None = None,
+           suffix: str | None = None, metadata: dict[str, Any] | None = None,
+           idempotency_key: str | None = None, max_attempts: int = 3) -> Job:
+    job = Job(owner_id=owner_id, model=model, method=method, config=config, training_file_id=training_file_id,
+              validation_file_id=validation_file_id, seed=seed, suffix=suffix, metadata_=metadata,
+              idempotency_key=idempotency_key, max_attempts=max_attempts, status="queued", attempt=0)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get(session: Session, owner_id: str, job_id: str) -> Job | None:
+    return session.scalar(select_owned(Job, owner_id).where(Job.id == job_id))
+
+
+def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
+    return session.scalar(select_owned(Job, owner_id).where(Job.idempotency_key == key))
+
+
+def list_jobs(session: Session, owner_id: str, *, after: str | None = None, limit: int = 20,
+              status: str | None = None) -> Page[Job]:
+    stmt = select_owned(Job, owner_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    return newest_first_page(session, stmt, Job, after, limit)
+
+
+def request_cancel(session: Session, owner_id: str, job_id: str) -> Job | None:
+    """A queued job is cancelled at once; a running one gets `cancel_requested` and its worker
+    stops at the next step. Finished jobs are left as they are. None: no such job for this owner."""
+    if get(session, owner_id, job_id) is None:
+        return None
+    now = utcnow()
+    cancelled = _apply(session, update(Job).where(Job.id == job_id, Job.status == "queued")
+                       .values(status="cancelled", cancel_requested=True, finished_at=now))
+    if not cancelled:
+        _apply(session, update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+    return get(session, owner_id, job_id)
+
+
+def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -> Job | None:
+    """Take the job for `worker_id`: queued → running, or steal a running job whose lease expired.
+
+    Returns the claimed job (attempt incremented), or None when it is not claimable: another worker
+    holds it, it finished, it was cancelled, or it used up its attempts.
+    """
+    now = utcnow()
+    claimable = and_(
+        Job.id == job_id,
+        Job.cancel_requested.is_(False),
+        Job.attempt < Job.max_attempts,
+        or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)),
+    )
+    won = _apply(session, update(Job).where(claimable).values(
+        status="running", attempt=Job.attempt + 1, lease_owner=worker_id,
+        lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now,
+        started_at=func.coalesce(Job.started_at, now), error=None,
+    ))
+    return session.get(Job, job_id) if won else None
+
+
+def _held(job_id: str, worker_id: str) -> Any:
+    return and_(Job.id == job_id, Job.status == "running", Job.lease_owner == worker_id)
+
+
+def heartbeat(session: Session, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease; False means the worker lost it (expired and re-queued or stolen)."""
+    now = utcnow()
+    return _apply(session, update(Job).where(_held(job_id, worker_id)).values(
+        heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds)))
+
+
+def is_cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def set_progress(session: Session, job_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
+    return _apply(session, update(Job).where(_held(job_id, worker_id)).values(progress=progress))
+
+
+def finish(session: Session, job_id: str, worker_id: str, status: str, *,
+           error: dict[str, Any] | None = None, result: dict[str, Any] | None = None) -> bool:
+    """End a job the worker holds: succeeded, failed or cancelled. False if the lease was lost."""
+    if status not in ("succeeded", "failed", "cancelled"):
+        raise ValueError(f"finish() needs a terminal status, not {status!r}")
+    return _apply(session, update(Job).where(_held(job_id, worker_id)).values(
+        status=status, error=error, result=result, finished_at=utcnow(),
+        lease_owner=None, lease_expires_at=None))
+
+
+@dataclass
+class Sweep:
+    """What one pass over expired leases did."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+
+def requeue_expired(session: Session, now: datetime | None = None) -> Sweep:
+    """Recover jobs whose worker died: re-queue them (the next claim resumes from the latest
+    checkpoint), or fail them once their attempts are used up, or cancel them if that was asked."""
+    now = now or utcnow()
+    sweep = Sweep()
+    expired = session.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)).all()
+    for job in expired:
+        still_expired = and_(Job.id == job.id, Job.status == "running", Job.lease_expires_at < now)
+        released = dict(lease_owner=None, lease_expires_at=None)
+        if job.cancel_requested:
+            if _apply(session, update(Job).where(still_expired).values(status="cancelled", finished_at=now, **released)):
+                sweep.cancelled.append(job.id)
+        elif job.attempt >= job.max_attempts:
+            error = {"code": "worker_lost", "param": None,
+                     "message": f"the worker running this job stopped responding, {job.attempt} time(s); giving up"}
+            if _apply(session, update(Job).where(still_expired).values(
+                    status="failed", error=error, finished_at=now, **released)):
+                sweep.failed.append(job.id)
+                events.append(session, job.id, stage="setup", level="error", message=error["message"])
+        elif _apply(session, update(Job).where(still_expired).values(status="queued", **released)):
+            sweep.requeued.append(job.id)
+            events.append(session, job.id, stage="setup", level="warning",
+                          message=f"worker lost during attempt {job.attempt}; job re-queued")
+    return sweep
+
+
+def _apply(session: Session, stmt: Update) -> bool:
+    """Run a conditional single-row UPDATE; True when it matched (the transition happened)."""
+    result = session.execute(stmt.execution_options(synchronize_session=False))
+    matched = result.rowcount == 1  # type: ignore[attr-defined]
+    if matched:
+        session.expire_all()  # loaded rows are stale now; reload on next access
+    return matched
