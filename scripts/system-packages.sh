@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Debian packages the source proxies read: WordNet glosses (text) and Fashion-MNIST (images).
+set -euo pipefail
+missing=()
+[ -d /usr/share/wordnet ] || missing+=(wordnet-base)
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+$SUDO apt-get install -y -q "${missing[@]}" >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${missing[@]}" >/dev/null; }
