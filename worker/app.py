@@ -1,0 +1,49 @@
+"""The Celery app workers run. One job per child process (`worker_max_tasks_per_child=1`): GPU
+memory and any state a job leaves behind go away with its process, and a crash kills one job,
+never the worker.
+
+Messages are acknowledged after the task returns (`task_acks_late`) and prefetched one at a time,
+so a busy worker does not sit on jobs another idle GPU could run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from store.db import dispose_engines
+from store.queue import APP_NAME, GPU_QUEUE, broker_config
+from store.settings import get_settings
+
+celery_app = Celery(APP_NAME, include=["worker.tasks"])
+celery_app.conf.update(
+    broker_config(get_settings()),
+    task_acks_late=True,
+    task_reject_on_worker_lost=False,  # a dead job process is recovered by the lease reaper, once
+    worker_prefetch_multiplier=1,
+    worker_max_tasks_per_child=1,
+    task_default_queue=GPU_QUEUE,
+    task_track_started=False,
+    worker_hijack_root_logger=False,
+)
+
+
+@signals.worker_process_init.connect
+def _forget_parent_connections(**_: Any) -> None:
+    """A forked child must not reuse database connections its parent opened."""
+    dispose_engines(close=False)
+
+
+@signals.worker_ready.connect
+def _start_reaper(sender: Any = None, **_: Any) -> None:
+    from worker.reaper import start_reaper
+
+    start_reaper(get_settings())
+
+
+@signals.worker_shutdown.connect
+def _stop_reaper(**_: Any) -> None:
+    from worker.reaper import stop_reaper
+
+    stop_reaper()

@@ -1,0 +1,143 @@
+"""One job from claim to finish: the body of the `xmodal.run_job` task.
+
+The claim decides who runs the job; from then on the worker owns the row until it finishes it
+or loses the lease. Errors become values on the row: a `UserError` from core keeps its code and
+message, anything else is `internal_error` (details in the worker's log, not in the API).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from core.config import parse_config
+from core.errors import UserError
+from store.blobs import BlobStore
+from store.db import session_scope
+from store.repositories import checkpoints, events, files, jobs
+from store.settings import Settings, get_settings
+from worker.callback import DatabaseCallback, extract_checkpoint
+from worker.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["succeeded", "failed", "cancelled", "skipped", "lease_lost"]
+Runner = Callable[..., Any]  # core.run's signature; returns a RunResult
+INTERNAL_MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What the run needs from the row, read once at claim time."""
+
+    job_id: str
+    attempt: int
+    config: dict[str, Any]
+    training_sha256: str | None  # None only if the file row vanished, which foreign keys prevent
+    validation_sha256: str | None
+    resume_sha256: str | None
+
+
+def default_runner() -> Runner:
+    """core.run, imported only when a job runs so the worker's main process never loads torch."""
+    from core import run
+
+    return run
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def execute_job(job_id: str, settings: Settings | None = None, runner: Runner | None = None) -> Outcome:
+    """Claim `job_id` and run it to a terminal state; returns what happened."""
+    settings = settings or get_settings()
+    worker_id = worker_identity()
+    claimed = _claim(job_id, worker_id, settings)
+    if claimed is None:
+        log.info("job %s not claimable (taken, finished, cancelled or out of attempts)", job_id)
+        return "skipped"
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with (Heartbeat(job_id, worker_id, settings.heartbeat_seconds, settings.lease_seconds) as heartbeat,
+          tempfile.TemporaryDirectory(dir=settings.work_dir, prefix=f"{job_id}-") as scratch):
+        callback = DatabaseCallback(job_id, worker_id, BlobStore(settings.blob_root), heartbeat, Path(scratch))
+        status, error, result = _run(claimed, callback, Path(scratch), settings, runner or default_runner())
+        if heartbeat.lost:
+            return "lease_lost"
+    with session_scope() as session:
+        if error is not None:
+            events.append(session, job_id, stage="setup", level="error", message=error["message"],
+                          data={"code": error["code"]})
+        if not jobs.finish(session, job_id, worker_id, status, error=error, result=result):
+            log.error("job %s: lease lost before it could be finished as %s", job_id, status)
+            return "lease_lost"
+    log.info("job %s %s", job_id, status)
+    return status
+
+
+def _claim(job_id: str, worker_id: str, settings: Settings) -> ClaimedJob | None:
+    with session_scope() as session:
+        job = jobs.claim(session, job_id, worker_id, settings.lease_seconds)
+        if job is None:
+            return None
+        latest = checkpoints.latest(session, job_id) if job.attempt > 1 else None
+        claimed = ClaimedJob(
+            job_id=job_id, attempt=job.attempt, config=dict(job.config),
+            training_sha256=files.blob_of(session, job.training_file_id),
+            validation_sha256=files.blob_of(session, job.validation_file_id) if job.validation_file_id else None,
+            resume_sha256=latest.sha256 if latest is not None else None,
+        )
+        resuming = f", resuming from step {latest.step}" if latest is not None else ""
+        events.append(session, job_id, stage="setup", message=f"attempt {job.attempt} started on {worker_id}{resuming}")
+    return claimed
+
+
+def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, settings: Settings,
+         runner: Runner) -> tuple[Literal["succeeded", "failed", "cancelled"], dict[str, Any] | None, dict[str, Any] | None]:
+    """Call the runner; map its result or exception to (status, error, result)."""
+    blobs = BlobStore(settings.blob_root)
+    try:
+        config = parse_config(claimed.config)
+        if claimed.training_sha256 is None:
+            raise LookupError(f"the training file of job {claimed.job_id} no longer exists")
+        inputs = scratch / "inputs"
+        inputs.mkdir()
+        train_path = _link(blobs.path(claimed.training_sha256), inputs / "train.npz")
+        validation_path = (_link(blobs.path(claimed.validation_sha256), inputs / "validation.npz")
+                           if claimed.validation_sha256 else None)
+        resume_from = (extract_checkpoint(blobs.path(claimed.resume_sha256), scratch / "resume")
+                       if claimed.resume_sha256 else None)
+        outcome = runner(config, train_path, scratch / "run", validation_path=validation_path,
+                         callbacks=[callback], resume_from=resume_from)
+        callback.flush_metrics()
+    except UserError as exc:
+        callback.flush_metrics()
+        return "failed", exc.as_dict(), None
+    except Exception as exc:
+        log.exception("job %s failed with an internal error", claimed.job_id)
+        message = f"{type(exc).__name__}: {exc}"[:INTERNAL_MESSAGE_CHARS]
+        return "failed", {"code": "internal_error", "message": message, "param": None}, None
+    if outcome.status == "completed":
+        checkpoint_id = callback.final_checkpoint_id or callback.store_checkpoint(
+            Path(outcome.checkpoint_dir), step=outcome.step, epoch=None, stage="evaluate",
+            metrics=outcome.summary.get("test", {}), final=True)
+        return "succeeded", None, {"summary": outcome.summary, "checkpoint": checkpoint_id, "step": outcome.step}
+    if callback.cancel_requested:
+        return "cancelled", None, {"checkpoint": callback.last_checkpoint_id, "step": outcome.step}
+    return "failed", {"code": "internal_error", "param": None,
+                      "message": "training stopped early without a cancel request"}, None
+
+
+def _link(blob: Path, name: Path) -> Path:
+    """Give a blob the file name core expects, without copying gigabytes."""
+    if not blob.is_file():
+        raise FileNotFoundError(f"blob {blob.name} is missing from the blob store")
+    name.symlink_to(blob)
+    return name
