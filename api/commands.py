@@ -1,0 +1,118 @@
+"""`xmodal serve` (the HTTP API) and `xmodal up` (API + one worker on one machine, no setup)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from store.settings import Settings
+
+FIRST_KEY_FILE = "first-key.txt"
+LOCAL_OWNER = "local"
+WORKER_STOP_SECONDS = 10.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser("serve", help="run the HTTP API (migrates the database first)")
+    _add_bind_arguments(serve)
+    serve.set_defaults(func=_serve)
+    up = subparsers.add_parser(
+        "up", help="one machine, no setup: migrate, make a first API key, run a worker and the API "
+                   "(SQLite + filesystem broker under ./var unless XMODAL_* variables say otherwise)")
+    _add_bind_arguments(up)
+    up.set_defaults(func=_up)
+
+
+def _add_bind_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+
+
+def _migrate() -> Settings:
+    from migrations import upgrade
+    from store.settings import get_settings
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return settings
+
+
+def _run_api(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _migrate()
+    _run_api(args.host, args.port)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    settings = _migrate()
+    url = f"http://{args.host}:{args.port}"
+    key = first_key(settings)
+    key_file = settings.data_dir / FIRST_KEY_FILE
+    print(f"xmodal is up at {url} (docs: {url}/docs)", flush=True)
+    if key is not None:
+        print(f"API key: {key}\n  (kept in {key_file}, readable only by you; delete that file once the key is saved)",
+              flush=True)
+    else:
+        print("API key: printed on first start; make another with `xmodal keys create --owner NAME`", flush=True)
+    # Its own session: a Ctrl-C reaches only this process, which then stops the worker (and its pool).
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], start_new_session=True)
+    try:
+        _run_api(args.host, args.port)
+    finally:
+        stop_worker(worker)
+    return 0
+
+
+def first_key(settings: Settings) -> str | None:
+    """On a database without keys, create one for owner `local` and keep its plaintext in
+    `data_dir/first-key.txt` (mode 0600) so a restart can show it again; otherwise read that file."""
+    from sqlalchemy import func, select
+
+    from store.db import session_scope
+    from store.models import ApiKey
+    from store.repositories import keys
+
+    key_file = settings.data_dir / FIRST_KEY_FILE
+    with session_scope() as session:
+        if not session.scalar(select(func.count()).select_from(ApiKey)):
+            plaintext = keys.create_key(session, LOCAL_OWNER)
+            _write_private(key_file, plaintext + "\n")  # inside the transaction: no file, no key
+            return plaintext
+    return key_file.read_text().strip() if key_file.is_file() else None
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to a file that already existed
+        handle.write(text)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Ask the worker to finish (SIGTERM), then kill its whole process group. A job cut short is
+    re-queued when its lease lapses and resumes from its last checkpoint."""
+    if worker.poll() is not None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(worker.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    worker.wait()

@@ -1,0 +1,107 @@
+"""The one error shape, `{"error": {"code", "message", "param"}}`, for every 4xx and 5xx.
+
+Errors are raised as values where they are detected (`ApiError`, core's `XModalError`, FastAPI's
+validation errors, Starlette's HTTP exceptions) and translated here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import ConfigError, UserError, XModalError
+
+log = logging.getLogger("xmodal.api")
+
+_REQUEST_PARTS = {"body", "query", "path", "header", "cookie"}
+
+
+class ApiError(Exception):
+    """An error the API answers with on purpose: HTTP status, stable code, message, offending field."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def not_found(kind: str, object_id: str, param: str | None = None) -> ApiError:
+    """Missing and someone else's look the same: never confirm that another owner's id exists."""
+    return ApiError(404, f"{kind}_not_found", f"no {kind} with id {object_id!r}", param)
+
+
+def error_response(status: int, code: str, message: str, param: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "param": param}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _status_code_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def validation_param(loc: Sequence[Any]) -> str | None:
+    """`("body", "method", "orca")` → `"method.orca"`: the field as the client wrote it."""
+    parts = list(loc[1:] if loc and loc[0] in _REQUEST_PARTS else loc)
+    return ".".join(str(part) for part in parts) or None
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.param, exc.headers)
+
+
+async def _xmodal_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, XModalError)
+    if isinstance(exc, ConfigError):
+        status = 422
+    elif isinstance(exc, UserError):
+        status = 400
+    else:
+        log.error("core error escaped to the API edge: %r", exc)
+        status = 500
+    return error_response(status, **exc.as_dict())  # type: ignore[arg-type]
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return error_response(exc.status_code, _status_code_name(exc.status_code), message, None, exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return error_response(422, "invalid_json", f"request body is not valid JSON: {first.get('msg')}")
+    param = validation_param(first.get("loc", ()))
+    code = "missing_parameter" if first.get("type") == "missing" else "invalid_parameter"
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return error_response(422, code, message, param)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(XModalError, _xmodal_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,114 @@
+"""`/v1/files`: dataset uploads, validated on arrival.
+
+An upload that is not a usable dataset (pickled or truncated `.npz`, NaN, wrong shapes, …) is
+answered 400 with the error shape and leaves no file behind — like the OpenAI API rejecting a
+malformed training file at upload, and so a client learns of the problem before it makes a job.
+Every stored file is therefore `processed`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import BlobsDep, CurrentOwner, LimitDep, SessionDep, SettingsDep
+from api.downloads import blob_response
+from api.errors import ApiError, not_found
+from api.schemas.common import ListResponse
+from api.schemas.files import PURPOSES, FileDeleted, FileObject, FilePurpose
+from api.uploads import Upload, receive_upload
+from core.data.validate import validate_npz
+from core.errors import DatasetError
+from store.blobs import BlobStore
+from store.models import Checkpoint, File, Owner
+from store.repositories import files
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary", "description": "an .npz dataset (x, y; see the docs)"},
+                "purpose": {"type": "string", "enum": list(PURPOSES), "default": PURPOSES[0]},
+            },
+        }}},
+    }
+}
+
+
+@router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY,
+             responses={413: {"description": "Larger than the upload limit"}})
+async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
+                      blobs: BlobsDep) -> FileObject:
+    """Stream the upload into the blob store (hashing as it goes), validate it, record it."""
+    upload = await receive_upload(request, blobs, settings.max_upload_bytes)
+    return await run_in_threadpool(_record_upload, session, owner, blobs, upload)
+
+
+def _record_upload(session: Session, owner: Owner, blobs: BlobStore, upload: Upload) -> FileObject:
+    try:
+        if upload.filename is None:
+            raise ApiError(422, "missing_parameter", "file: a file part named 'file' is required", "file")
+        purpose = upload.fields.get("purpose", PURPOSES[0])
+        if purpose not in PURPOSES:
+            raise ApiError(422, "invalid_parameter", f"purpose: expected one of {', '.join(PURPOSES)}", "purpose")
+        info = validate_npz(upload.blob.path)
+    except (ApiError, DatasetError):
+        _discard_unreferenced(session, blobs, upload.blob.sha256)
+        raise
+    row = files.create(session, owner_id=owner.id, filename=upload.filename, purpose=purpose,
+                       bytes=upload.blob.size, sha256=upload.blob.sha256, status="processed", info=info.as_dict())
+    session.commit()
+    return FileObject.from_row(row)
+
+
+def _discard_unreferenced(session: Session, blobs: BlobStore, sha256: str) -> None:
+    """Drop a rejected upload's blob unless a stored file or checkpoint has the same bytes."""
+    in_use = or_(exists().where(File.sha256 == sha256), exists().where(Checkpoint.sha256 == sha256))
+    if not session.scalar(select(in_use)):
+        blobs.delete(sha256)
+
+
+@router.get("", response_model=ListResponse[FileObject])
+def list_files(session: SessionDep, owner: CurrentOwner, limit: LimitDep,
+               after: Annotated[str | None, Query(max_length=64, description="id of the last file seen")] = None,
+               purpose: FilePurpose | None = None) -> ListResponse[FileObject]:
+    """Newest first."""
+    page = files.list_files(session, owner.id, after=after, limit=limit, purpose=purpose)
+    return ListResponse[FileObject].of([FileObject.from_row(row) for row in page.items], page.has_more)
+
+
+def _file_or_404(session: Session, owner: Owner, file_id: str) -> File:
+    row = files.get(session, owner.id, file_id)
+    if row is None:
+        raise not_found("file", file_id)
+    return row
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def get_file(file_id: str, session: SessionDep, owner: CurrentOwner) -> FileObject:
+    return FileObject.from_row(_file_or_404(session, owner, file_id))
+
+
+@router.delete("/{file_id}", response_model=FileDeleted)
+def delete_file(file_id: str, session: SessionDep, owner: CurrentOwner) -> FileDeleted:
+    """Hide the file; jobs that already use it keep their data (the blob stays)."""
+    if files.delete(session, owner.id, file_id) is None:
+        raise not_found("file", file_id)
+    session.commit()
+    return FileDeleted(id=file_id)
+
+
+@router.get("/{file_id}/content", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 416: {}})
+def download_file(file_id: str, request: Request, session: SessionDep, owner: CurrentOwner,
+                  blobs: BlobsDep) -> Response:
+    row = _file_or_404(session, owner, file_id)
+    return blob_response(request, blobs.path(row.sha256), row.sha256, "application/octet-stream", row.filename)

@@ -1,0 +1,160 @@
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel; a job's events, metrics and checkpoints.
+
+Cancel: a queued job is `cancelled` at once; a running one gets `cancel_requested` and stays
+`running` until its worker stops at the next step (keeping its last checkpoint); cancelling a
+cancelled job returns it unchanged; a succeeded or failed job answers 409.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.deps import BlobsDep, CurrentOwner, LimitDep, SessionDep, SettingsDep
+from api.downloads import blob_response
+from api.errors import ApiError, not_found
+from api.schemas.common import ListResponse
+from api.schemas.jobs import CheckpointObject, EventObject, JobCreate, JobObject, MetricObject
+from core.config import config_from_job_request
+from store.models import Job, Owner
+from store.queue import send_run_job
+from store.repositories import checkpoints, events, files, jobs, metrics
+from store.settings import Settings
+
+log = logging.getLogger("xmodal.api")
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+
+JobStatusFilter = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
+
+
+def _require_usable_file(session: Session, owner: Owner, file_id: str, param: str) -> None:
+    row = files.get(session, owner.id, file_id)
+    if row is None:
+        raise not_found("file", file_id, param)
+    if row.status != "processed":
+        raise ApiError(400, "file_not_ready", f"{param}: file {file_id!r} is {row.status}, not processed", param)
+
+
+def _job_or_404(session: Session, owner: Owner, job_id: str) -> Job:
+    row = jobs.get(session, owner.id, job_id)
+    if row is None:
+        raise not_found("job", job_id)
+    return row
+
+
+@router.post("", response_model=JobObject)
+def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
+               idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None) -> JobObject:
+    """Validate the config with core's schema, record the job `queued`, then wake a worker.
+
+    With `Idempotency-Key`, repeating the request returns the job the first one created.
+    """
+    if idempotency_key and (earlier := jobs.get_by_idempotency_key(session, owner.id, idempotency_key)):
+        return JobObject.from_row(earlier)
+    config = config_from_job_request(body.model, body.method, body.seed)
+    _require_usable_file(session, owner, body.training_file, "training_file")
+    if body.validation_file is not None:
+        _require_usable_file(session, owner, body.validation_file, "validation_file")
+    try:
+        job = jobs.create(
+            session, owner_id=owner.id, model=body.model, method=config.method, config=config.model_dump(mode="json"),
+            training_file_id=body.training_file, validation_file_id=body.validation_file, seed=body.seed,
+            suffix=body.suffix, metadata=body.metadata, idempotency_key=idempotency_key,
+            max_attempts=settings.max_attempts,
+        )
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        earlier = jobs.get_by_idempotency_key(session, owner.id, idempotency_key) if idempotency_key else None
+        if earlier is None:
+            raise
+        return JobObject.from_row(earlier)  # a concurrent request with the same key won the insert
+    _enqueue(session, owner, job, settings)
+    return JobObject.from_row(job)
+
+
+def _enqueue(session: Session, owner: Owner, job: Job, settings: Settings) -> None:
+    """Send the wake-up message. The row is committed first, so a fast worker always finds it; if the
+    broker is down, the job is cancelled with an event saying why, rather than left queued forever."""
+    try:
+        send_run_job(job.id, settings)
+    except Exception:
+        log.exception("could not queue job %s", job.id)
+        jobs.request_cancel(session, owner.id, job.id)
+        events.append(session, job.id, stage="setup", level="error",
+                      message="the job queue (broker) was unreachable; the job was not started")
+        session.commit()
+        raise ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly") from None
+
+
+@router.get("", response_model=ListResponse[JobObject])
+def list_jobs(session: SessionDep, owner: CurrentOwner, limit: LimitDep,
+              after: Annotated[str | None, Query(max_length=64, description="id of the last job seen")] = None,
+              status: JobStatusFilter = None) -> ListResponse[JobObject]:
+    """Newest first."""
+    page = jobs.list_jobs(session, owner.id, after=after, limit=limit, status=status)
+    return ListResponse[JobObject].of([JobObject.from_row(row) for row in page.items], page.has_more)
+
+
+@router.get("/{job_id}", response_model=JobObject)
+def get_job(job_id: str, session: SessionDep, owner: CurrentOwner) -> JobObject:
+    return JobObject.from_row(_job_or_404(session, owner, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobObject, responses={409: {"description": "Already finished"}})
+def cancel_job(job_id: str, session: SessionDep, owner: CurrentOwner) -> JobObject:
+    job = _job_or_404(session, owner, job_id)
+    if job.status in ("succeeded", "failed"):
+        raise ApiError(409, "job_already_finished", f"job {job_id!r} already {job.status}; nothing to cancel")
+    job = jobs.request_cancel(session, owner.id, job_id) or job
+    session.commit()
+    return JobObject.from_row(job)
+
+
+@router.get("/{job_id}/events", response_model=ListResponse[EventObject])
+def list_events(job_id: str, session: SessionDep, owner: CurrentOwner, limit: LimitDep,
+                after: Annotated[int | None, Query(ge=0, description="id of the last event seen")] = None,
+                ) -> ListResponse[EventObject]:
+    """Oldest first: poll with `after` = the last id seen to follow a running job."""
+    _job_or_404(session, owner, job_id)
+    page = events.list_events(session, owner.id, job_id, after=after, limit=limit)
+    return ListResponse[EventObject].of([EventObject.from_row(row) for row in page.items], page.has_more)
+
+
+@router.get("/{job_id}/metrics", response_model=ListResponse[MetricObject])
+def list_metrics(job_id: str, session: SessionDep, owner: CurrentOwner, limit: LimitDep,
+                 key: Annotated[str | None, Query(max_length=128)] = None,
+                 split: Annotated[str | None, Query(max_length=32)] = None,
+                 min_step: Annotated[int | None, Query(ge=0)] = None,
+                 max_step: Annotated[int | None, Query(ge=0)] = None,
+                 after: Annotated[int | None, Query(ge=0, description="id of the last point seen")] = None,
+                 ) -> ListResponse[MetricObject]:
+    """Metric history in write order, filtered by key, split and inclusive step range."""
+    _job_or_404(session, owner, job_id)
+    page = metrics.list_metrics(session, owner.id, job_id, key=key, split=split, min_step=min_step,
+                                max_step=max_step, after=after, limit=limit)
+    return ListResponse[MetricObject].of([MetricObject.from_row(row) for row in page.items], page.has_more)
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject])
+def list_checkpoints(job_id: str, session: SessionDep, owner: CurrentOwner) -> ListResponse[CheckpointObject]:
+    """Newest first; a job keeps a handful, so one page holds them all."""
+    _job_or_404(session, owner, job_id)
+    rows = checkpoints.list_checkpoints(session, owner.id, job_id)
+    return ListResponse[CheckpointObject].of([CheckpointObject.from_row(row) for row in rows], False)
+
+
+@router.get("/{job_id}/checkpoints/{checkpoint_id}/content", response_class=Response,
+            responses={200: {"content": {"application/x-tar": {}}}, 206: {}, 304: {}, 416: {}})
+def download_checkpoint(job_id: str, checkpoint_id: str, request: Request, session: SessionDep,
+                        owner: CurrentOwner, blobs: BlobsDep) -> Response:
+    """The checkpoint directory as an uncompressed tar; `ETag` is its sha256."""
+    row = checkpoints.get(session, owner.id, job_id, checkpoint_id)
+    if row is None:
+        raise not_found("checkpoint", checkpoint_id)
+    return blob_response(request, blobs.path(row.sha256), row.sha256, "application/x-tar", f"{row.id}.tar")

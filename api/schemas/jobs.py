@@ -1,0 +1,132 @@
+"""Fine-tuning jobs and what they produce: events, metric points, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from api.schemas.common import ErrorDetail, unix, unix_or_none
+from store.models import Checkpoint, Job, JobEvent, MetricPoint
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+FileId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class JobCreate(BaseModel):
+    """`POST /v1/fine_tuning/jobs`. `method.<type>` takes the sections of a YAML job file
+    (alignment, training, embedder, evaluation, …); core's schema validates them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=512, description="body: alias (minilm-l6, tiny-bert), model dir or hub name")
+    training_file: FileId
+    validation_file: FileId | None = None
+    method: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "orca"},
+        description='{"type": "orca", "orca": {"alignment": {...}, "training": {...}}}',
+        examples=[{"type": "orca", "orca": {"training": {"epochs": 3, "batch_size": 32}}}],
+    )
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    suffix: str | None = Field(None, min_length=1, max_length=64)
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
+
+
+class JobProgress(BaseModel):
+    stage: str | None = None
+    step: int = 0
+    total_steps: int = 0
+    fraction: float = 0.0
+    eta_seconds: float | None = None
+
+
+def method_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The stored (fully defaulted) config in the request's `method` shape, so it can be resubmitted."""
+    kind = config.get("method", "orca")
+    return {"type": kind, kind: {key: value for key, value in config.items() if key != "method"}}
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model: str
+    method: dict[str, Any]
+    training_file: str
+    validation_file: str | None
+    seed: int | None
+    suffix: str | None
+    metadata: dict[str, str] | None
+    progress: JobProgress | None
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool = Field(description="true once cancel was asked; a running job stops at its next step")
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    error: ErrorDetail | None
+    result: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobObject:
+        return cls(
+            id=row.id, status=row.status, model=row.model, method=method_of(row.config),  # type: ignore[arg-type]
+            training_file=row.training_file_id, validation_file=row.validation_file_id, seed=row.seed,
+            suffix=row.suffix, metadata=row.metadata_,
+            progress=JobProgress.model_validate(row.progress) if row.progress else None,
+            attempt=row.attempt, max_attempts=row.max_attempts, cancel_requested=row.cancel_requested,
+            created_at=unix(row.created_at), started_at=unix_or_none(row.started_at), finished_at=unix_or_none(row.finished_at),
+            error=ErrorDetail.model_validate(row.error) if row.error else None, result=row.result,
+        )
+
+
+class EventObject(BaseModel):
+    id: int = Field(description="increasing; page with after=<the last id seen>")
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    stage: str
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: JobEvent) -> EventObject:
+        return cls(id=row.id, created_at=unix(row.created_at), level=row.level, stage=row.stage,
+                   message=row.message, data=row.data)
+
+
+class MetricObject(BaseModel):
+    id: int
+    object: Literal["fine_tuning.job.metric"] = "fine_tuning.job.metric"
+    key: str
+    value: float
+    step: int
+    epoch: int | None
+    split: str
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: MetricPoint) -> MetricObject:
+        return cls(id=row.id, key=row.key, value=row.value, step=row.step, epoch=row.epoch, split=row.split,
+                   created_at=unix(row.created_at))
+
+
+class CheckpointObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    fine_tuning_job_id: str
+    created_at: int
+    step: int
+    epoch: int | None
+    stage: str
+    final: bool
+    metrics: dict[str, Any] | None
+    sha256: str = Field(description="of the tar; the download's ETag")
+    bytes: int
+
+    @classmethod
+    def from_row(cls, row: Checkpoint) -> CheckpointObject:
+        return cls(id=row.id, fine_tuning_job_id=row.job_id, created_at=unix(row.created_at), step=row.step,
+                   epoch=row.epoch, stage=row.stage, final=row.final, metrics=row.metrics, sha256=row.sha256,
+                   bytes=row.bytes)

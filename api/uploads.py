@@ -1,0 +1,151 @@
+"""Streaming multipart uploads: the file part goes straight into the blob store, hashed as it
+arrives, and reading stops as soon as it passes the size limit. Nothing is spooled whole, in
+memory or on disk, before the limit is checked (FastAPI's `UploadFile` would spool it all first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import anyio.from_thread
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from api.errors import ApiError
+from store.blobs import BlobRef, BlobStore, BlobTooLarge
+
+FIELD_MAX_BYTES = 1024
+"""Text fields (`purpose`) are short; a longer one is a client mistake, not something to buffer."""
+OVERHEAD_MAX_BYTES = 64 * 1024
+"""Boundaries, part headers and text fields allowed on top of the file's own limit."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    blob: BlobRef
+    filename: str | None  # None: the request had no file part under the expected name
+    fields: dict[str, str]
+
+
+@dataclass
+class _Parts:
+    """python-multipart callbacks: the file part's bytes queue up for the blob writer; text fields are kept."""
+
+    file_field: str
+    fields: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None
+    pending: list[bytes] = field(default_factory=list)
+    complete: bool = False  # the closing boundary was seen
+    _header_name: bytes = b""
+    _header_value: bytes = b""
+    _disposition: bytes = b""
+    _name: str = ""
+    _in_file: bool = False
+    _text: bytearray = field(default_factory=bytearray)
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self._part_begin, "on_header_field": self._header_field,
+            "on_header_value": self._header_value_data, "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+            "on_part_end": self._part_end, "on_end": self._end,
+        }
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self.pending = self.pending, []
+        yield from chunks
+
+    def _part_begin(self) -> None:
+        self._disposition, self._name, self._in_file, self._text = b"", "", False, bytearray()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name, self._header_value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise ApiError(400, "invalid_multipart", "a multipart part has no name in its Content-Disposition")
+        self._name = options[b"name"].decode("utf-8", "replace")
+        if self._name == self.file_field and b"filename" in options:
+            if self.filename is not None:
+                raise ApiError(400, "invalid_multipart", f"more than one '{self.file_field}' part", self.file_field)
+            self.filename = options[b"filename"].decode("utf-8", "replace") or "upload"
+            self._in_file = True
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            self.pending.append(bytes(data[start:end]))
+            return
+        self._text += data[start:end]
+        if len(self._text) > FIELD_MAX_BYTES:
+            hint = " (send it as a file part, with a filename)" if self._name == self.file_field else ""
+            raise ApiError(400, "invalid_multipart", f"field {self._name!r} is longer than {FIELD_MAX_BYTES} bytes{hint}",
+                           self._name)
+
+    def _part_end(self) -> None:
+        if not self._in_file:
+            self.fields[self._name] = self._text.decode("utf-8", "replace")
+
+    def _end(self) -> None:
+        self.complete = True
+
+
+def too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "file_too_large", f"the file exceeds the upload limit of {max_bytes} bytes", "file")
+
+
+async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, file_field: str = "file") -> Upload:
+    """Parse a multipart/form-data body, streaming the `file_field` part into `blobs`.
+
+    Raises ApiError: 413 past `max_bytes` (checked on Content-Length first, then on the bytes
+    themselves), 400 for a body that is not well-formed multipart.
+    """
+    kind, params = parse_options_header(request.headers.get("content-type", ""))
+    if kind != b"multipart/form-data" or b"boundary" not in params:
+        raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data")
+    body_limit = max_bytes + OVERHEAD_MAX_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise too_large(max_bytes)
+
+    parts = _Parts(file_field)
+    parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
+    stream = request.stream()
+
+    async def next_chunk() -> bytes:
+        return await anext(stream, b"")
+
+    def file_chunks() -> Iterator[bytes]:
+        """Runs in the blob writer's thread, pulling body chunks from the event loop on demand."""
+        received = 0
+        while chunk := anyio.from_thread.run(next_chunk):
+            received += len(chunk)
+            if received > body_limit:
+                raise BlobTooLarge(max_bytes)
+            parser.write(chunk)
+            yield from parts.drain()
+        parser.finalize()
+        if not parts.complete:
+            raise ApiError(400, "invalid_multipart", "the multipart body ended before its closing boundary")
+        yield from parts.drain()
+
+    try:
+        blob = await run_in_threadpool(blobs.write_stream, file_chunks(), max_bytes)
+    except BlobTooLarge:
+        raise too_large(max_bytes) from None
+    except MultipartParseError as exc:
+        raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
+    return Upload(blob, parts.filename, parts.fields)
