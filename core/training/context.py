@@ -59,6 +59,7 @@ class TrainContext:
     optimizers: dict[str, Any] = field(default_factory=dict)  # name -> optimizer / scheduler
     best_state: dict[str, torch.Tensor] | None = None
     pending_optimizer_states: dict[str, Any] = field(default_factory=dict)  # loaded, not yet applied
+    pending_rng: dict[str, Any] | None = None  # restored just before the resumed loop continues
     started: float = field(default_factory=time.monotonic)
     steps_at_start: int = 0
 
@@ -71,8 +72,14 @@ class TrainContext:
                                              split=split, epoch=epoch))
 
     def enter_stage(self, stage: Stage, message: str) -> None:
+        """Start (or, when resuming, re-enter) a stage; call right before the stage's loop."""
         if self.position.stage != stage:
             self.position.stage, self.position.stage_epoch, self.position.batch = stage, 0, 0
+        if self.pending_rng is not None:  # set RNG last, so stage set-up cannot shift the stream
+            torch.set_rng_state(self.pending_rng["rng"])
+            if "cuda_rng" in self.pending_rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state_all(self.pending_rng["cuda_rng"])
+            self.pending_rng = None
         self.event(message, stage_started=stage)
 
     # ---- stepping --------------------------------------------------------------------------
@@ -125,9 +132,7 @@ class TrainContext:
         state = load_state(directory, TRAINER_STATE)
         self.position = Position(**state["position"])
         self.steps_at_start = self.position.step
-        torch.set_rng_state(state["rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.pending_rng = {k: state[k] for k in ("rng", "cuda_rng") if k in state}
         self.pending_optimizer_states = state["optimizers"]
         best = directory / "best" / "model.safetensors"
         self.best_state = load_file(str(best)) if best.exists() else None
