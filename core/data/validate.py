@@ -57,7 +57,7 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
-class _Header:
+class ArrayHeader:
     shape: tuple[int, ...]
     dtype: np.dtype
 
@@ -117,7 +117,7 @@ def infer_task(x: np.ndarray, y: np.ndarray) -> str:
         field="y")
 
 
-def read_headers(path: Path, limits: DatasetLimits = DatasetLimits()) -> dict[str, _Header]:
+def read_headers(path: Path, limits: DatasetLimits = DatasetLimits()) -> dict[str, ArrayHeader]:
     """Each member's declared dtype and shape, checked against the limits; nothing decompressed."""
     try:
         size = path.stat().st_size
@@ -156,7 +156,7 @@ def _key_of(name: str) -> str:
     return key
 
 
-def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limits: DatasetLimits) -> _Header:
+def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limits: DatasetLimits) -> ArrayHeader:
     try:
         with zf.open(info) as member:
             version = np.lib.format.read_magic(member)
@@ -186,10 +186,10 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limits: D
     if info.file_size != declared:
         raise DatasetError(f"header declares shape {_shape(shape)} of {dtype} ({declared} bytes) "
                            f"but the member holds {info.file_size} bytes", field=key)
-    return _Header(tuple(int(d) for d in shape), dtype)
+    return ArrayHeader(tuple(int(d) for d in shape), dtype)
 
 
-def _check_layout(headers: dict[str, _Header], limits: DatasetLimits) -> None:
+def _check_layout(headers: dict[str, ArrayHeader], limits: DatasetLimits) -> None:
     """Keys, dims and lengths, from the headers alone."""
     for key in ("x", "y"):
         if key not in headers:
@@ -223,7 +223,7 @@ def _check_layout(headers: dict[str, _Header], limits: DatasetLimits) -> None:
         raise DatasetError(f"{total} samples; the limit is {limits.max_samples}", field="x")
 
 
-def _load_arrays(path: Path, headers: dict[str, _Header]) -> dict[str, np.ndarray]:
+def _load_arrays(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
     arrays = {}
     with np.load(path, allow_pickle=False) as npz:
         for key in headers:
