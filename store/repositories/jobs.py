@@ -2,7 +2,8 @@
 
 Every state change is one conditional UPDATE whose WHERE clause states the transition it allows,
 so two workers (or a worker and a cancelling user) racing on the same row cannot both win:
-the loser's UPDATE matches no row.
+the loser's UPDATE matches no row. Lease times come from the worker's clock, so hosts sharing a
+database keep their clocks in sync (NTP); the lease length dwarfs ordinary skew.
 """
 
 from __future__ import annotations
