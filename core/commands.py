@@ -39,12 +39,14 @@ class ProgressBar(Callback):
     """A tqdm bar over optimizer steps, showing the stage and the latest train loss."""
 
     def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.bar = None  # created on the first step, so set-up errors print alone
         self.loss: float | None = None
 
     def on_progress(self, progress: Progress) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=progress.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
         self.bar.total = progress.total_steps
         self.bar.n = progress.step
         postfix = {"stage": progress.stage} | ({"loss": f"{self.loss:.4g}"} if self.loss is not None else {})
@@ -55,7 +57,8 @@ class ProgressBar(Callback):
             self.loss = point.value
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _train(args: argparse.Namespace) -> int:
