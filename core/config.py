@@ -81,6 +81,46 @@ class CheckpointConfig(Section):
     every_steps: int | None = Field(None, ge=1, le=10_000_000)
 
 
+class PareConfig(Section):
+    """Patch replacement (PaRe, and stage 2 of contrastive_pare)."""
+
+    k0: int | None = Field(None, ge=0, le=4096, description="tokens replaced at epoch 0; None: half the tokens")
+    weight: float | None = Field(None, ge=0, le=100,
+                                 description="w on the mixed terms; None: reference 1.0 (2D cls), 0.1 (1D), 0.3 (dense)")
+    lambda_rule: Literal["k_over_k0", "k_over_n"] = Field("k_over_k0", description="paper k/k0; reference k/N")
+    gumbel_epochs: int = Field(1, ge=0, le=10_000, description="epochs of differentiable Gumbel top-k")
+    tau: float = Field(0.9, gt=0, le=100, description="Gumbel temperature")
+
+
+class MonaConfig(Section):
+    """MoNA stage 1: meta-learned embedder."""
+
+    iterations: int = Field(20, ge=0, le=100_000, description="stage-1 outer iterations")
+    inner_lr: float = Field(1e-3, gt=0, le=10, description="alpha of the virtual body step")
+    outer_weight: float = Field(1.0, ge=0, le=100, description="lambda on the outer (align + uniformity) loss")
+    lr: float | None = Field(None, gt=0, le=10, description="beta for the embedder; default 10x training lr")
+    variant: Literal["second_order", "first_order", "last_k_layers"] = "first_order"
+    last_k: int = Field(2, ge=1, le=1000, description="layers differentiated through with last_k_layers")
+    source_batch: int = Field(32, ge=2, le=4096)
+
+
+class ContrastiveConfig(Section):
+    """Stage 1 of contrastive_pare: contrastive embedder training on noise-augmented targets."""
+
+    epochs: int = Field(3, ge=0, le=10_000)
+    noise_scales: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5], min_length=1, max_length=32)
+    noise_steps: int = Field(2, ge=1, le=64, description="T perturbation steps per scale")
+    temperature: float = Field(0.1, gt=0, le=100, description="s = exp(cos / temperature)")
+    correlation_eps: float = Field(1e-3, gt=0, le=10)
+    freeze_embedder: bool = Field(False, description="keep the stage-1 embedder fixed during refinement")
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> ContrastiveConfig:
+        if any(not 0 < sigma < 1 for sigma in self.noise_scales):
+            raise ValueError("noise_scales must lie in (0, 1) so sqrt(1 - sigma^2) is real")
+        return self
+
+
 class JobConfig(Section):
     """Everything one job needs. `method` picks the recipe; the sections configure shared parts."""
 
@@ -93,6 +133,9 @@ class JobConfig(Section):
     freeze: Literal["none", "embedder", "body", "both"] = "none"
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    pare: PareConfig = Field(default_factory=PareConfig)
+    mona: MonaConfig = Field(default_factory=MonaConfig)
+    contrastive: ContrastiveConfig = Field(default_factory=ContrastiveConfig)
 
     @model_validator(mode="after")
     def _check_method(self) -> JobConfig:

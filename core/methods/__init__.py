@@ -11,7 +11,8 @@ from types import ModuleType
 
 from core.errors import ConfigError
 
-RECIPES = {"orca": "core.methods.orca", "finetune": "core.methods.finetune"}
+RECIPES = {"orca": "core.methods.orca", "finetune": "core.methods.finetune", "pare": "core.methods.pare",
+           "mona": "core.methods.mona", "contrastive_pare": "core.methods.contrastive_pare"}
 
 
 def recipe_for(method: str) -> ModuleType:
