@@ -90,8 +90,8 @@ class _Parts:
         self._text += data[start:end]
         if len(self._text) > FIELD_MAX_BYTES:
             hint = " (send it as a file part, with a filename)" if self._name == self.file_field else ""
-            raise ApiError(400, "invalid_multipart", f"field {self._name!r} is longer than {FIELD_MAX_BYTES} bytes{hint}",
-                           self._name)
+            message = f"field {self._name!r} is longer than {FIELD_MAX_BYTES} bytes{hint}"
+            raise ApiError(400, "invalid_multipart", message, self._name)
 
     def _part_end(self) -> None:
         if not self._in_file:

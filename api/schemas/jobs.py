@@ -20,7 +20,8 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=512, description="body: alias (minilm-l6, tiny-bert), model dir or hub name")
+    model: str = Field(min_length=1, max_length=512,
+                       description="body: alias (minilm-l6, tiny-bert), model dir or hub name")
     training_file: FileId
     validation_file: FileId | None = None
     method: dict[str, Any] = Field(
@@ -76,7 +77,8 @@ class JobObject(BaseModel):
             suffix=row.suffix, metadata=row.metadata_,
             progress=JobProgress.model_validate(row.progress) if row.progress else None,
             attempt=row.attempt, max_attempts=row.max_attempts, cancel_requested=row.cancel_requested,
-            created_at=unix(row.created_at), started_at=unix_or_none(row.started_at), finished_at=unix_or_none(row.finished_at),
+            created_at=unix(row.created_at), started_at=unix_or_none(row.started_at),
+            finished_at=unix_or_none(row.finished_at),
             error=ErrorDetail.model_validate(row.error) if row.error else None, result=row.result,
         )
 

@@ -1,5 +1,5 @@
 """Fixtures and helpers for the API tests. `conftest.py` belongs to the store's tests, so the API
-test modules import these by name."""
+test modules import these by name (fixtures as `<name>_fixture`, registered under `<name>`)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None,
     return error
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+@pytest.fixture(name="client")
+def client_fixture(settings: Settings) -> Iterator[TestClient]:
     """The app in-process on the SQLite `settings`; server errors become 500 responses, as in production."""
     with TestClient(create_app(), raise_server_exceptions=False) as test_client:
         yield test_client

@@ -12,7 +12,11 @@ from fastapi.testclient import TestClient
 
 from api import commands
 from store.settings import Settings, get_settings, reset_settings
-from tests.service.api_fixtures import REPO_ROOT, assert_error, client  # noqa: F401 (fixture)
+from tests.service.api_fixtures import (
+    REPO_ROOT,
+    assert_error,
+    client_fixture,  # noqa: F401 (registers the `client` fixture)
+)
 
 
 def test_the_api_starts_without_torch_or_worker_code() -> None:

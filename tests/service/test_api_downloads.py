@@ -16,14 +16,19 @@ from store.blobs import BlobStore
 from store.db import session_scope
 from store.repositories import checkpoints, files, jobs
 from store.settings import Settings
-from tests.service.api_fixtures import assert_error, auth, client  # noqa: F401 (fixture)
+from tests.service.api_fixtures import (
+    assert_error,
+    auth,
+    client_fixture,  # noqa: F401 (registers the `client` fixture)
+)
 from tests.service.conftest import OwnerKey
 
 
 def _tar_bytes() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, payload in {"manifest.json": b'{"task": "classification"}', "model.safetensors": bytes(range(256)) * 40}.items():
+        members = {"manifest.json": b'{"task": "classification"}', "model.safetensors": bytes(range(256)) * 40}
+        for name, payload in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))

@@ -12,7 +12,13 @@ from store.db import session_scope
 from store.models import Job
 from store.repositories import checkpoints, events, jobs, metrics
 from store.repositories.metrics import NewPoint
-from tests.service.api_fixtures import assert_error, auth, client, npz_bytes, upload  # noqa: F401 (fixture)
+from tests.service.api_fixtures import (
+    assert_error,
+    auth,
+    client_fixture,  # noqa: F401 (registers the `client` fixture)
+    npz_bytes,
+    upload,
+)
 from tests.service.conftest import OwnerKey, make_owner_key
 
 ORCA = {"type": "orca", "orca": {"alignment": {"epochs": 1, "maxsamples": 16, "proxy": "digits"},
@@ -301,8 +307,10 @@ def test_events_metrics_and_checkpoints_listing(client: TestClient, owner_key: O
     listed = client.get(f"{base}/checkpoints", headers=headers).json()
     (checkpoint,) = listed["data"]
     assert checkpoint["object"] == "fine_tuning.job.checkpoint" and checkpoint["fine_tuning_job_id"] == job_id
-    assert (checkpoint["step"], checkpoint["sha256"], checkpoint["bytes"], checkpoint["final"]) == (5, "c" * 64, 10, True)
-    assert_error(client.get(f"{base}/checkpoints/ftckpt-nope/content", headers=headers), 404, "checkpoint_not_found")
+    assert (checkpoint["step"], checkpoint["sha256"], checkpoint["bytes"]) == (5, "c" * 64, 10)
+    assert checkpoint["final"] is True
+    missing = client.get(f"{base}/checkpoints/ftckpt-nope/content", headers=headers)
+    assert_error(missing, 404, "checkpoint_not_found")
     for path in ("/v1/fine_tuning/jobs/ftjob-nope", "/v1/fine_tuning/jobs/ftjob-nope/events",
                  "/v1/fine_tuning/jobs/ftjob-nope/metrics", "/v1/fine_tuning/jobs/ftjob-nope/checkpoints"):
         assert_error(client.get(path, headers=headers), 404, "job_not_found")

@@ -16,7 +16,14 @@ from store.db import session_scope
 from store.models import File
 from store.settings import Settings, get_settings, reset_settings
 from tests.core.bad_datasets import BAD_DATASETS, GOOD_DATASETS
-from tests.service.api_fixtures import assert_error, auth, client, live_server, npz_bytes, upload  # noqa: F401
+from tests.service.api_fixtures import (
+    assert_error,
+    auth,
+    client_fixture,  # noqa: F401 (registers the `client` fixture)
+    live_server,
+    npz_bytes,
+    upload,
+)
 from tests.service.conftest import OwnerKey
 
 
@@ -91,7 +98,8 @@ def test_malformed_upload_requests(client: TestClient, owner_key: OwnerKey, sett
     two_files = client.post("/v1/files", headers=headers, files=[("file", ("a.npz", b"a")), ("file", ("b.npz", b"b"))])
     assert_error(two_files, 400, "invalid_multipart", "file")
     assert_error(client.post("/v1/files", headers={**headers, "Content-Type": "application/json"}, json={}), 415)
-    assert_error(client.post("/v1/files", headers={**headers, "Content-Type": "multipart/form-data"}, content=b"x"), 415)
+    no_boundary = client.post("/v1/files", headers={**headers, "Content-Type": "multipart/form-data"}, content=b"x")
+    assert_error(no_boundary, 415)
     boundary = "multipart/form-data; boundary=xyz"
     truncated = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.npz"\r\n\r\nabc'
     assert_error(client.post("/v1/files", headers={**headers, "Content-Type": boundary}, content=truncated), 400,

@@ -39,7 +39,8 @@ def orca(training: dict[str, Any], **sections: Any) -> dict[str, Any]:
 QUICK = orca({"epochs": 1, "batch_size": 8})
 
 
-def sine_dataset(n: int = 64, n_test: int = 24, length: int = 32, seed: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
+def sine_dataset(n: int = 64, n_test: int = 24, length: int = 32,
+                 seed: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
     """Two classes told apart by a sine's phase; returns the .npz bytes and the test split."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, size=n + n_test)
