@@ -1,0 +1,232 @@
+"""MoNA's meta-gradient: how a virtual fine-tuning step of the body, driven by the target task, changes
+what the body makes of labelled source data, differentiated back to the target-side parameters.
+
+Objective for the target-side parameters ψ = (embedder φ, head h), body at its pretrained weights θ:
+
+    θ'(ψ) = θ − α ∇_θ L_inner(θ, ψ)                      (virtual step; θ itself never moves)
+    J(ψ)  = λ · L_outer(θ'(ψ)) + L_inner(θ, ψ)
+    L_outer = E_{y_i = y_j} ‖f_i − f_j‖² + log E_{i<j} exp(−2 ‖f_i − f_j‖²)
+
+with f_i the mask-aware token mean of body_θ'(source tokens), L2-normalised (alignment and uniformity
+are defined on the unit sphere; unnormalised features of width d sit so far apart that the uniformity
+term is log 0 + constant and passes no gradient). Source tokens come from the body's frozen pretrained
+input embedding, so L_outer reaches ψ only through θ'. Hence
+
+    ∇_ψ J = ∇_ψ L_inner − α λ · ∂/∂ψ ⟨∇_θ L_inner(θ, ψ), v⟩,    v = ∇_θ' L_outer(θ')
+
+and the variants differ only in how they get the mixed second-derivative term:
+- `second_order`: differentiate through the inner gradient (nested `torch.func.grad`); exact.
+- `first_order`: DARTS-style central finite difference of ∇_ψ L_inner at θ ± εv, ε = 0.01 / ‖v‖:
+  only first derivatives (no double backward), error O(ε²). Treating ∇_θ L_inner as a constant
+  (FOMAML) would leave L_outer no path to ψ at all, so that is not offered.
+- `last_k_layers`: as `second_order`, but only the last k encoder layers take the virtual step (the
+  rest stay at θ), so the inner gradient and its derivative stop k layers down.
+The body runs without dropout here, so every evaluation of L_inner sees the same function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from core.bodies import Body
+from core.embedders import build_embedder
+from core.errors import ConfigError
+
+Params = dict[str, torch.Tensor]
+VARIANTS = ("second_order", "first_order", "last_k_layers")
+FINITE_DIFFERENCE_SCALE = 0.01  # ε·‖v‖, as in DARTS
+_LAYER = re.compile(r"^body\.encoder\.layers?\.(\d+)\.")
+
+
+# ---- source tokens ----------------------------------------------------------------------------
+
+@dataclass
+class SourceTokenBank:
+    """Labelled proxy samples kept as raw inputs; `tokens(index)` embeds a batch with the frozen source embedder."""
+
+    body: Body
+    inputs: torch.Tensor  # text: input_ids (N, T); arrays: channel-first floats
+    mask: torch.Tensor | None  # text: attention mask (N, T)
+    labels: torch.Tensor  # (N,) int64
+    name: str
+    array_embedder: nn.Module | None = None  # arrays on a text body: fixed-seed frozen embedder
+
+    @torch.no_grad()
+    def tokens(self, index: torch.Tensor, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None]:
+        """(tokens (B, T, width), mask (B, T) or None, grid or None) for the chosen samples."""
+        x = self.inputs[index].to(device)
+        if self.mask is not None:
+            return self.body.source_embedding(input_ids=x), self.mask[index].to(device), None
+        if self.body.kind == "vision":
+            tokens, grid = self.body.source_embedding(x)
+            return tokens, None, tuple(grid)
+        tokens, grid = self.array_embedder(x)
+        return tokens, None, grid
+
+
+def load_source_tokens(proxy: str, body: Body, samples: int, target_seq_len: int) -> SourceTokenBank:
+    """The proxy's raw samples (as `core.proxies` reads them), ready to become body input tokens."""
+    from core.proxies import PROXY_SEED, TEXT_PROXIES, _load_raw, resolve_proxy_name
+
+    name = resolve_proxy_name(proxy, body)
+    if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
+        raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
+    raw, labels = _load_raw(name, samples)
+    labels = torch.from_numpy(np.asarray(labels)).long()
+    if isinstance(raw, list):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(body.tokenizer_dir) if body.tokenizer_dir else body.name)
+        batch = tokenizer(raw, padding=True, truncation=True, max_length=min(64, body.max_positions),
+                          return_tensors="pt")
+        return SourceTokenBank(body, batch["input_ids"], batch["attention_mask"], labels, name)
+    x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+    if body.kind == "vision":
+        if x.dim() != 4:
+            raise ConfigError("a vision body needs an image proxy (N, C, H, W)", field="alignment.proxy")
+        channels = body.source_embedding.patch_embeddings.projection.in_channels
+        x = F.interpolate(x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x,
+                          size=(body.image_size, body.image_size), mode="bilinear", align_corners=False)
+        return SourceTokenBank(body, x, None, labels, name)
+    with torch.random.fork_rng():
+        torch.manual_seed(PROXY_SEED)
+        embedder = build_embedder(body, tuple(x.shape[1:]), target_seq_len, None).eval()
+    for parameter in embedder.parameters():
+        parameter.requires_grad_(False)
+    return SourceTokenBank(body, x, None, labels, name, embedder)
+
+
+def sample_source_batch(labels: torch.Tensor, size: int, generator: torch.Generator, per_class: int = 4
+                        ) -> torch.Tensor:
+    """Indices of `size` samples from whole classes (`per_class` each) so that E_{y_i = y_j} has pairs."""
+    classes, counts = torch.unique(labels, return_counts=True)
+    eligible = classes[counts >= 2]
+    if len(eligible) == 0:
+        raise ConfigError("the MoNA proxy needs at least two samples of some class", field="alignment.proxy")
+    per_class = max(2, min(per_class, size))
+    chosen = eligible[torch.randperm(len(eligible), generator=generator)[: max(1, size // per_class)]]
+    picks = []
+    for c in chosen.tolist():
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(picks)
+
+
+# ---- losses --------------------------------------------------------------------------------------
+
+def alignment_uniformity(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E_{i≠j, y_i = y_j} ‖f_i − f_j‖², log E_{i<j} exp(−2 ‖f_i − f_j‖²)) on L2-normalised features."""
+    f = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    squared = (f.unsqueeze(0) - f.unsqueeze(1)).pow(2).sum(-1)  # (B, B); no cdist: its double backward
+    upper = torch.triu(torch.ones_like(squared, dtype=torch.bool), diagonal=1)
+    same = (labels.unsqueeze(0) == labels.unsqueeze(1)) & upper
+    align = squared[same].mean() if same.any() else squared.new_zeros(())
+    pairs = squared[upper]
+    uniform = torch.logsumexp(-2 * pairs, dim=0) - np.log(len(pairs))
+    return align, uniform
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+class _SourceEncoder(nn.Module):
+    """The body alone, under the model's parameter names (`body.*`), run on source tokens."""
+
+    def __init__(self, body: Body) -> None:
+        super().__init__()
+        self.body = body.model
+        self._wrapper = body
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None, grid: tuple[int, int] | None
+                ) -> torch.Tensor:
+        if mask is not None:
+            hidden = self.body(inputs_embeds=tokens, attention_mask=mask).last_hidden_state
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(1) / weights.sum(1)
+        return self._wrapper.encode(tokens, grid).mean(1)
+
+
+def split_parameters(model: nn.Module, variant: str, last_k: int) -> tuple[Params, Params, Params]:
+    """(target-side ψ, virtual body θ_v, fixed body θ_f), all detached from the module.
+
+    Body parameters that cannot affect `last_hidden_state` (BERT's pooler) are left out. With
+    `last_k_layers`, θ_v is the last k encoder layers and whatever follows them (Swin's final norm).
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown MoNA variant {variant!r}", field="mona.variant")
+    named = {name: p.detach() for name, p in model.named_parameters()}
+    target = {n: p for n, p in named.items() if n.startswith(("embedder.", "head."))}
+    body = {n: p for n, p in named.items() if n.startswith("body.") and not n.startswith("body.pooler.")}
+    if variant != "last_k_layers":
+        return target, body, {}
+    layers = {n: int(m.group(1)) for n in body if (m := _LAYER.match(n))}
+    if not layers:
+        raise ConfigError("last_k_layers needs a body with encoder.layer(s).N parameters", field="mona.variant")
+    first_virtual = max(layers.values()) + 1 - last_k
+    virtual = {n: p for n, p in body.items() if layers.get(n, first_virtual) >= first_virtual
+               and (n in layers or not n.startswith("body.encoder."))}
+    fixed = {n: p for n, p in body.items() if n not in virtual}
+    return target, virtual, fixed
+
+
+# ---- the meta-gradient ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MetaStep:
+    grads: Params  # ∇_ψ J for the target-side parameters
+    inner_loss: float
+    outer_loss: float
+
+
+def meta_gradient(model: nn.Module, body: Body, x: torch.Tensor, y: torch.Tensor,
+                  loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  source: tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None],
+                  source_labels: torch.Tensor, *, inner_lr: float, outer_weight: float,
+                  variant: str = "first_order", last_k: int = 2) -> MetaStep:
+    """∇_ψ [λ L_outer(θ − α ∇_θ L_inner) + L_inner] at the model's current weights (see module docstring).
+
+    `model` is the CrossModalModel (its body stays untouched); `loss(output, y)` is the task loss.
+    """
+    target, virtual, fixed = split_parameters(model, variant, last_k)
+    encoder = _SourceEncoder(body)
+    tokens, mask, grid = source
+
+    def inner(theta: Params, psi: Params) -> torch.Tensor:
+        return loss(functional_call(model, {**fixed, **theta, **psi}, (x,)), y)
+
+    def outer(theta: Params) -> torch.Tensor:
+        features = functional_call(encoder, {**fixed, **theta}, (tokens, mask, grid))
+        align, uniform = alignment_uniformity(features, source_labels)
+        return align + uniform
+
+    if variant == "first_order":
+        (g_theta, g_psi), inner_value = grad_and_value(inner, argnums=(0, 1))(virtual, target)
+        stepped = {n: virtual[n] - inner_lr * g_theta[n] for n in virtual}
+        v, outer_value = grad_and_value(outer)(stepped)
+        norm = torch.sqrt(sum((t.double() ** 2).sum() for t in v.values()))
+        grads = dict(g_psi)
+        if norm > 0 and inner_lr * outer_weight > 0:
+            eps = FINITE_DIFFERENCE_SCALE / norm.item()
+            plus = grad(inner, argnums=1)({n: virtual[n] + eps * v[n] for n in virtual}, target)
+            minus = grad(inner, argnums=1)({n: virtual[n] - eps * v[n] for n in virtual}, target)
+            scale = inner_lr * outer_weight / (2 * eps)
+            grads = {n: g_psi[n] - scale * (plus[n] - minus[n]) for n in target}
+        return MetaStep(grads, float(inner_value), float(outer_value))
+
+    def objective(psi: Params) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        g_theta, inner_value = grad_and_value(inner)(virtual, psi)
+        outer_value = outer({n: virtual[n] - inner_lr * g_theta[n] for n in virtual})
+        return outer_weight * outer_value + inner_value, (inner_value, outer_value)
+
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU/GPU attention kernels have no double backward
+        grads, (inner_value, outer_value) = grad(objective, has_aux=True)(target)
+    return MetaStep(grads, float(inner_value), float(outer_value))
