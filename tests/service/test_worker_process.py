@@ -1,8 +1,10 @@
 """`xmodal worker` as a real process: a message sent with store.queue reaches it, the job row
 reaches a terminal state, and a job process killed mid-run is recovered and resumed.
 
-Runs on SQLite + filesystem:// and on PostgreSQL + Redis. The worker runs the fake runner from
-test_worker (patched in by the launcher below, never by production code) until core.run lands.
+Runs on SQLite + filesystem:// and on PostgreSQL + Redis. The success path is `xmodal worker`
+with the real core.run on a tiny job. The kill test needs a job slow enough to kill between
+checkpoints, so its worker runs test_worker's fake runner (patched in by LAUNCHER, a test-only
+path; production code has no runner switch).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from store.queue import send_run_job
 from store.repositories import checkpoints, events
 from store.settings import Settings
 from tests.service.test_worker import submit
+from tests.service.test_worker_real_run import TINY_CONFIG, tiny_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +61,13 @@ def deployment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return settings
 
 
-def start_worker(settings: Settings, step_seconds: float, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(log: Path, fake_step_seconds: float | None = None) -> subprocess.Popen[bytes]:
+    """`xmodal worker` with the real runner, or (given fake_step_seconds) with the fake one."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = ([sys.executable, "-m", "cli.main", "worker", "--concurrency", "1"] if fake_step_seconds is None
+            else [sys.executable, "-c", LAUNCHER, str(fake_step_seconds)])
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(step_seconds)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture
@@ -101,21 +106,24 @@ def job(job_id: str) -> Job:
         return row
 
 
-def test_worker_process_runs_jobs_to_the_end(deployment: Settings, run_worker: list, worker_log: Path) -> None:
-    run_worker.append(start_worker(deployment, 0.0, worker_log))
-    _, first = submit(deployment)
-    _, second = submit(deployment)
-    send_run_job(first, deployment)
-    send_run_job(second, deployment)
-    send_run_job(first, deployment)  # a duplicate wake-up must not run the job twice
-    wait_for(lambda: job(first).status == "succeeded" and job(second).status == "succeeded", 90, worker_log,
-             "both jobs to succeed")
-    assert job(first).attempt == 1
+def test_worker_process_runs_a_real_job_to_the_end(deployment: Settings, run_worker: list, worker_log: Path) -> None:
+    run_worker.append(start_worker(worker_log))
+    owner_id, job_id = submit(deployment, data=tiny_dataset())
+    with session_scope() as s:
+        s.get(Job, job_id).config = TINY_CONFIG  # type: ignore[union-attr]
+    send_run_job(job_id, deployment)
+    send_run_job(job_id, deployment)  # a duplicate wake-up must not run the job twice
+    wait_for(lambda: job(job_id).status in ("succeeded", "failed"), 240, worker_log, "the job to finish")
+    finished = job(job_id)
+    assert finished.status == "succeeded", finished.error
+    assert finished.attempt == 1 and finished.result is not None
+    with session_scope() as s:
+        assert checkpoints.get(s, owner_id, job_id, finished.result["checkpoint"]) is not None
     assert run_worker[0].poll() is None  # the worker is still there for the next job
 
 
 def test_killed_job_process_is_requeued_and_resumes(deployment: Settings, run_worker: list, worker_log: Path) -> None:
-    run_worker.append(start_worker(deployment, 0.4, worker_log))
+    run_worker.append(start_worker(worker_log, fake_step_seconds=0.4))
     owner_id, job_id = submit(deployment)
     send_run_job(job_id, deployment)
 
