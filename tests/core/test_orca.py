@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import core
 from core.callbacks import Callback
-from core.config import parse_config
+from core.config import TaskType, parse_config
+from core.model import ModelSpec, build_model
 
 
 class Recorder(Callback):
@@ -59,9 +61,7 @@ def test_alignment_moves_only_the_embedder(classification_1d, tmp_path):
     config = parse_config({**ORCA_1D, "training": {**ORCA_1D["training"], "epochs": 0}})
     result = core.run(config, classification_1d, tmp_path / "run")
     first = load_file(str(next((tmp_path / "run" / "checkpoints").iterdir()) / "model.safetensors"))
-    from core.model import ModelSpec, build_model
-    from core.config import TaskType
-
+    torch.manual_seed(config.training.seed)  # the runner seeds the same way before building the model
     fresh, _ = build_model(config, ModelSpec(TaskType.classification, (1, 64), (), 2))
     fresh_state = fresh.state_dict()
     changed = {k for k in first if not np.allclose(first[k].numpy(), fresh_state[k].numpy())}
