@@ -26,6 +26,7 @@ The body runs without dropout here, so every evaluation of L_inner sees the same
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from torch.func import functional_call, grad, grad_and_value
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from core.bodies import Body
-from core.embedders import build_embedder
+from core.components.source_tokens import SourceTokenBank
 from core.errors import ConfigError
 
 Params = dict[str, torch.Tensor]
@@ -49,61 +50,19 @@ _LAYER = re.compile(r"^body\.encoder\.layers?\.(\d+)\.")
 
 # ---- source tokens ----------------------------------------------------------------------------
 
-@dataclass
-class SourceTokenBank:
-    """Labelled proxy samples kept as raw inputs; `tokens(index)` embeds a batch with the frozen source embedder."""
-
-    body: Body
-    inputs: torch.Tensor  # text: input_ids (N, T); arrays: channel-first floats
-    mask: torch.Tensor | None  # text: attention mask (N, T)
-    labels: torch.Tensor  # (N,) int64
-    name: str
-    array_embedder: nn.Module | None = None  # arrays on a text body: fixed-seed frozen embedder
-
-    @torch.no_grad()
-    def tokens(self, index: torch.Tensor, device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None]:
-        """(tokens (B, T, width), mask (B, T) or None, grid or None) for the chosen samples."""
-        x = self.inputs[index].to(device)
-        if self.mask is not None:
-            return self.body.source_embedding(input_ids=x), self.mask[index].to(device), None
-        if self.body.kind == "vision":
-            tokens, grid = self.body.source_embedding(x)
-            return tokens, None, tuple(grid)
-        tokens, grid = self.array_embedder(x)
-        return tokens, None, grid
+Source = tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None]  # tokens, text mask, grid
 
 
-def load_source_tokens(proxy: str, body: Body, samples: int, target_seq_len: int) -> SourceTokenBank:
-    """The proxy's raw samples (as `core.proxies` reads them), ready to become body input tokens."""
-    from core.proxies import PROXY_SEED, TEXT_PROXIES, _load_raw, resolve_proxy_name
-
-    name = resolve_proxy_name(proxy, body)
-    if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
-        raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
-    raw, labels = _load_raw(name, samples)
-    labels = torch.from_numpy(np.asarray(labels)).long()
-    if isinstance(raw, list):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(body.tokenizer_dir) if body.tokenizer_dir else body.name)
-        batch = tokenizer(raw, padding=True, truncation=True, max_length=min(64, body.max_positions),
-                          return_tensors="pt")
-        return SourceTokenBank(body, batch["input_ids"], batch["attention_mask"], labels, name)
-    x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+def source_batch(bank: SourceTokenBank, body: Body, index: torch.Tensor, device: torch.device) -> Source:
+    """Body input tokens for the chosen proxy samples; text is cut to the batch's longest gloss."""
+    tokens, valid = bank.tokens(index, device)
     if body.kind == "vision":
-        if x.dim() != 4:
-            raise ConfigError("a vision body needs an image proxy (N, C, H, W)", field="alignment.proxy")
-        channels = body.source_embedding.patch_embeddings.projection.in_channels
-        x = F.interpolate(x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x,
-                          size=(body.image_size, body.image_size), mode="bilinear", align_corners=False)
-        return SourceTokenBank(body, x, None, labels, name)
-    with torch.random.fork_rng():
-        torch.manual_seed(PROXY_SEED)
-        embedder = build_embedder(body, tuple(x.shape[1:]), target_seq_len, None).eval()
-    for parameter in embedder.parameters():
-        parameter.requires_grad_(False)
-    return SourceTokenBank(body, x, None, labels, name, embedder)
+        side = math.isqrt(tokens.shape[1])
+        return tokens, None, (side, side)
+    if bank.valid is None:
+        return tokens, None, None
+    length = int(valid.any(0).nonzero().max()) + 1
+    return tokens[:, :length], valid[:, :length].long(), None
 
 
 def sample_source_batch(labels: torch.Tensor, size: int, generator: torch.Generator, per_class: int = 4
@@ -189,7 +148,7 @@ class MetaStep:
 
 def meta_gradient(model: nn.Module, body: Body, x: torch.Tensor, y: torch.Tensor,
                   loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  source: tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None],
+                  source: Source,
                   source_labels: torch.Tensor, *, inner_lr: float, outer_weight: float,
                   variant: str = "first_order", last_k: int = 2) -> MetaStep:
     """∇_ψ [λ L_outer(θ − α ∇_θ L_inner) + L_inner] at the model's current weights (see module docstring).

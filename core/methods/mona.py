@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import torch
 
-from core.components.meta import load_source_tokens, meta_gradient, sample_source_batch
+from core.components.meta import meta_gradient, sample_source_batch, source_batch
+from core.components.source_tokens import load_source_tokens
 from core.tasks import task_loss
 from core.training.context import TrainContext
 from core.training.optim import build_optimizer
 from core.training.refine import refine
 
 SOURCE_SEED_OFFSET = 7_919  # keeps the source batch stream apart from the target one
+SOURCE_TEXT_TOKENS = 64  # glosses cut to this many tokens, as the ORCA proxy features are
 
 
 def meta_train(ctx: TrainContext) -> None:
     cfg, training = ctx.config.mona, ctx.config.training
     pos, model, data = ctx.position, ctx.model, ctx.data
     bank = load_source_tokens(ctx.config.alignment.proxy, ctx.body, ctx.config.alignment.proxy_samples,
-                              ctx.config.embedder.target_seq_len)
+                              ctx.config.embedder.target_seq_len, SOURCE_TEXT_TOKENS, ctx.device)
     target_side = [*model.embedder.parameters(), *model.head.parameters()]
     for parameter in target_side:
         parameter.requires_grad_(True)
@@ -55,7 +57,7 @@ def meta_train(ctx: TrainContext) -> None:
         generator.manual_seed(training.seed * 100_003 + iteration + SOURCE_SEED_OFFSET)
         source_index = sample_source_batch(bank.labels, cfg.source_batch, generator)
         step = meta_gradient(model, ctx.body, data.train.x[index].to(ctx.device), data.train.y[index].to(ctx.device),
-                             loss, bank.tokens(source_index, ctx.device), bank.labels[source_index].to(ctx.device),
+                             loss, source_batch(bank, ctx.body, source_index, ctx.device), bank.labels[source_index].to(ctx.device),
                              inner_lr=cfg.inner_lr, outer_weight=cfg.outer_weight, variant=cfg.variant,
                              last_k=cfg.last_k)
         for name, value in step.grads.items():

@@ -11,8 +11,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import core
 from core.callbacks import Callback
-from core.components.meta import (_SourceEncoder, alignment_uniformity, load_source_tokens, meta_gradient,
-                                  sample_source_batch, split_parameters)
+from core.components.meta import (_SourceEncoder, alignment_uniformity, meta_gradient, sample_source_batch,
+                                  source_batch, split_parameters)
+from core.components.source_tokens import load_source_tokens
 from core.config import TaskType, parse_config
 from core.model import ModelSpec, build_model
 
@@ -71,12 +72,14 @@ def problem():
     model, body = build_model(config, ModelSpec(TaskType.classification, (1, 32), (), 3))
     model.double().eval()
     body.source_embedding.double()
-    bank = load_source_tokens("auto", body, 120, 64)
+    bank = load_source_tokens("auto", body, 120, 64, 64, torch.device("cpu"))
     index = sample_source_batch(bank.labels, 12, torch.Generator().manual_seed(0))
+    tokens, mask, grid = source_batch(bank, body, index, torch.device("cpu"))
+    assert mask is not None and mask.shape == tokens.shape[:2] and not mask.all()  # padded glosses
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(8, 1, 32, generator=generator, dtype=torch.float64)
     y = torch.randint(0, 3, (8,), generator=generator)
-    return model, body, x, y, bank.tokens(index, torch.device("cpu")), bank.labels[index]
+    return model, body, x, y, (tokens.double(), mask, grid), bank.labels[index]
 
 
 def _loss(output, y):
