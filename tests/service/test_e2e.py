@@ -202,7 +202,7 @@ def test_bad_jobs_fail_with_a_user_error_and_the_worker_goes_on(service: Service
 
     failed = service.finished(wrong_task["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_dataset", failed
-    assert "dense" in failed["error"]["message"] or failed["error"]["param"] == "y"
+    assert failed["error"]["param"] == "y" and "dense_regression" in failed["error"]["message"]
     failed = service.finished(unknown_model["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_config", failed
     assert "no-such-model-anywhere" in failed["error"]["message"]
