@@ -21,7 +21,7 @@ from api.errors import ApiError, not_found
 from api.schemas.common import ListResponse
 from api.schemas.files import PURPOSES, FileDeleted, FileObject, FilePurpose
 from api.uploads import Upload, receive_upload
-from core.data.validate import validate_npz
+from core.data.validate import DatasetLimits, validate_npz
 from core.errors import DatasetError
 from store.blobs import BlobStore
 from store.models import Checkpoint, File, Owner
@@ -49,17 +49,19 @@ async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner
                       blobs: BlobsDep) -> FileObject:
     """Stream the upload into the blob store (hashing as it goes), validate it, record it."""
     upload = await receive_upload(request, blobs, settings.max_upload_bytes)
-    return await run_in_threadpool(_record_upload, session, owner, blobs, upload)
+    limits = DatasetLimits(max_file_bytes=settings.max_upload_bytes)  # the deployment's limit, not core's default
+    return await run_in_threadpool(_record_upload, session, owner, blobs, upload, limits)
 
 
-def _record_upload(session: Session, owner: Owner, blobs: BlobStore, upload: Upload) -> FileObject:
+def _record_upload(session: Session, owner: Owner, blobs: BlobStore, upload: Upload,
+                   limits: DatasetLimits) -> FileObject:
     try:
         if upload.filename is None:
             raise ApiError(422, "missing_parameter", "file: a file part named 'file' is required", "file")
         purpose = upload.fields.get("purpose", PURPOSES[0])
         if purpose not in PURPOSES:
             raise ApiError(422, "invalid_parameter", f"purpose: expected one of {', '.join(PURPOSES)}", "purpose")
-        info = validate_npz(upload.blob.path)
+        info = validate_npz(upload.blob.path, limits)
     except (ApiError, DatasetError):
         _discard_unreferenced(session, blobs, upload.blob.sha256)
         raise

@@ -103,11 +103,12 @@ def test_create_job_queues_it_and_sends_the_message(client: TestClient, owner_ke
 
     sent: list[str] = []
     monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: sent.append(job_id))
-    response = create_job(client, owner_key.key, **job_body(file_id, seed=7, suffix="demo", metadata={"team": "dna"}))
+    body = job_body(file_id, validation_file=file_id, seed=7, suffix="demo", metadata={"team": "dna"})
+    response = create_job(client, owner_key.key, **body)
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["object"] == "fine_tuning.job" and job["status"] == "queued" and sent == [job["id"]]
-    assert job["model"] == "tiny-bert" and job["training_file"] == file_id and job["validation_file"] is None
+    assert job["model"] == "tiny-bert" and job["training_file"] == file_id == job["validation_file"]
     assert job["seed"] == 7 and job["suffix"] == "demo" and job["metadata"] == {"team": "dna"}
     assert job["method"]["type"] == "orca"
     assert job["method"]["orca"]["training"]["batch_size"] == 8 and job["method"]["orca"]["training"]["seed"] == 7
