@@ -131,8 +131,13 @@ def cross_modal(name: str, method: str, scale: float) -> dict:
 
 # ---- table ------------------------------------------------------------------------------------
 
-def load_cells() -> dict:
-    return json.loads(CELLS.read_text()) if CELLS.exists() else {}
+def load_cells(path: Path = CELLS) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_cells(path: Path, cells: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cells, indent=1))
 
 
 def fmt_cell(cell: dict | None, name: str) -> str:
@@ -195,6 +200,11 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="scale every row's max_steps so the model runs fit about this many minutes "
                              "(estimated at 4 min per method-row at the default steps)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="multiply every row's max_steps by this (overrides --budget-minutes)")
+    parser.add_argument("--cells", type=Path, default=CELLS, help="where finished cells are kept (JSON)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="cells files from other runs (e.g. rows run in parallel) to merge, then redraw")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on 2 shared cores: 2 threads thrash under load)")
     args = parser.parse_args()
@@ -205,9 +215,17 @@ def main() -> None:
     scale = 1.0
     if args.budget_minutes and model_runs:
         scale = min(4.0, args.budget_minutes / (4.0 * model_runs))
+    if args.scale:
+        scale = args.scale
+    command = "bench/quality.py " + " ".join(sys.argv[1:])
+    for other in args.merge:
+        merged = load_cells(args.cells)
+        for name, row in load_cells(other).items():
+            merged.setdefault(name, {}).update(row)
+        save_cells(args.cells, merged)
     print(f"rows {rows}, methods {methods}, step scale {scale:.2f}, seed {SEED}; {environment()}", flush=True)
-    cells = load_cells()
-    for name in rows:
+    cells = load_cells(args.cells)
+    for name in rows if methods else []:
         path = dataset_path(name)
         for method in methods:
             stamp = dt.datetime.now().isoformat(timespec="seconds")
@@ -222,12 +240,13 @@ def main() -> None:
             except Exception as exc:  # keep going: one broken method must not lose the other cells
                 cell = {"error": f"{type(exc).__name__}: {exc}"}
             cell["ran"] = stamp
+            cell["scale"] = scale
+            cells = load_cells(args.cells)  # re-read: another process may have added cells meanwhile
             cells.setdefault(name, {})[method] = cell
-            CELLS.parent.mkdir(parents=True, exist_ok=True)
-            CELLS.write_text(json.dumps(cells, indent=1))
+            save_cells(args.cells, cells)
             print(f"{name:>14} {method:>9}: {fmt_cell(cell, name)}", flush=True)
-            write_table(cells, "bench/quality.py " + " ".join(sys.argv[1:]))
-    print(write_table(cells, "bench/quality.py " + " ".join(sys.argv[1:])))
+            write_table(cells, command)
+    print(write_table(load_cells(args.cells), command))
 
 
 if __name__ == "__main__":
