@@ -145,7 +145,7 @@ def replace_tokens(target: torch.Tensor, source: torch.Tensor, target_scores: to
     replaced, replaced_mask = _select(target_scores, k, largest=False, valid=None, tau=tau, generator=generator)
     chosen, chosen_mask = _select(source_scores, k, largest=True, valid=source_valid, tau=tau, generator=generator)
     source = source.to(target.dtype)
-    if chosen_mask is not None:
+    if replaced_mask is not None and chosen_mask is not None:
         target = target * (1 - replaced_mask).unsqueeze(-1).to(target.dtype)
         source = source * chosen_mask.unsqueeze(-1).to(target.dtype)
     width = target.shape[-1]

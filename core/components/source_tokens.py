@@ -105,12 +105,12 @@ def load_source_tokens(proxy: str, body: Body, samples: int, target_seq_len: int
     name = resolve_proxy_name(proxy, body)
     if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
         raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
-    raw, labels = _load_raw(name, samples)
-    labels = torch.from_numpy(np.asarray(labels)).long()
+    raw, raw_labels = _load_raw(name, samples)
+    labels = torch.from_numpy(np.asarray(raw_labels)).long()
     if isinstance(raw, list):
         inputs, valid, embed = _text_bank(body, raw, num_tokens)
         return SourceTokenBank(name, inputs, valid, labels, embed)
-    inputs, embed = _array_bank(body, raw, target_seq_len, device)
+    inputs, embed = _array_bank(body, np.asarray(raw), target_seq_len, device)
     return SourceTokenBank(name, inputs, None, labels, embed)
 
 

@@ -30,7 +30,7 @@ def labels_and_vectors(ctx: TrainContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (classes or k-means pseudo-labels) and the label vectors their correlation is taken of."""
     y = ctx.data.train.y
     if ctx.spec.task == TaskType.classification:
-        return y.long(), F.one_hot(y.long(), ctx.spec.num_classes).float()
+        return y.long(), F.one_hot(y.long(), ctx.spec.num_classes or int(y.max()) + 1).float()
     targets = y.float().reshape(len(y), -1)
     labels = torch.from_numpy(kmeans_pseudo_labels(targets.numpy(), k=ctx.config.alignment.pseudo_labels,
                                                    seed=ctx.config.training.seed)).long()

@@ -7,8 +7,13 @@ from safetensors.torch import load_file
 
 import core
 from core.callbacks import Callback
-from core.components.patch_replacement import (LinearGate, build_replacement_loss, mix_lambda, replace_tokens,
-                                               replaced_count)
+from core.components.patch_replacement import (
+    LinearGate,
+    build_replacement_loss,
+    mix_lambda,
+    replace_tokens,
+    replaced_count,
+)
 from core.config import parse_config
 from core.runner import build_context
 from core.training.refine import plain_loss
