@@ -41,27 +41,34 @@ def _copy_layer_norm(norm: nn.LayerNorm, source: nn.Module | None) -> None:
         norm.load_state_dict(source.state_dict())
 
 
-class Embedder1D(nn.Module):
+class _TextBodyEmbedder(nn.Module):
+    """Shared set-up for text bodies: Xavier patch conv, the body's LayerNorm and its first positions."""
+
+    def _init_tokens(self, body: Body, projection: nn.Module, num_tokens: int) -> None:
+        self.num_tokens = num_tokens
+        self.projection = projection
+        nn.init.xavier_uniform_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+        self.norm = nn.LayerNorm(body.width, eps=1e-12)
+        _copy_layer_norm(self.norm, getattr(body.source_embedding, "LayerNorm", None))
+        self.positions = nn.Parameter(body.source_embedding.position_embeddings.weight[:num_tokens].detach().clone())
+
+
+class Embedder1D(_TextBodyEmbedder):
     """(B, C, L) -> (B, L/s, d): conv patches, LayerNorm, pretrained positions."""
 
     def __init__(self, body: Body, channels: int, length: int, target_seq_len: int) -> None:
         super().__init__()
         self.stride = patch_stride_1d(length, target_seq_len, body.max_positions)
-        self.num_tokens = length // self.stride
-        self.projection = nn.Conv1d(channels, body.width, kernel_size=self.stride, stride=self.stride)
-        nn.init.xavier_uniform_(self.projection.weight)
-        nn.init.zeros_(self.projection.bias)
-        self.norm = nn.LayerNorm(body.width, eps=1e-12)
-        _copy_layer_norm(self.norm, getattr(body.source_embedding, "LayerNorm", None))
-        positions = body.source_embedding.position_embeddings.weight[: self.num_tokens].detach().clone()
-        self.positions = nn.Parameter(positions)
+        self._init_tokens(body, nn.Conv1d(channels, body.width, kernel_size=self.stride, stride=self.stride),
+                          length // self.stride)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         tokens = self.projection(x).transpose(1, 2)
         return self.norm(tokens) + self.positions, None
 
 
-class Embedder2DText(nn.Module):
+class Embedder2DText(_TextBodyEmbedder):
     """(B, C, H, W) -> (B, T, d) for a text body: p x p patches (input padded), LayerNorm, positions."""
 
     def __init__(self, body: Body, channels: int, height: int, width: int, target_seq_len: int,
@@ -69,18 +76,12 @@ class Embedder2DText(nn.Module):
         super().__init__()
         self.patch = patch_size or patch_size_2d(height, width, target_seq_len, body.max_positions)
         self.grid = (math.ceil(height / self.patch), math.ceil(width / self.patch))
-        self.num_tokens = self.grid[0] * self.grid[1]
-        if self.num_tokens > body.max_positions:
-            raise ConfigError(f"patch size {self.patch} gives {self.num_tokens} tokens, more than the body's "
+        tokens = self.grid[0] * self.grid[1]
+        if tokens > body.max_positions:
+            raise ConfigError(f"patch size {self.patch} gives {tokens} tokens, more than the body's "
                               f"{body.max_positions} positions", field="embedder.patch_size")
         self.pad = (0, self.grid[1] * self.patch - width, 0, self.grid[0] * self.patch - height)
-        self.projection = nn.Conv2d(channels, body.width, kernel_size=self.patch, stride=self.patch)
-        nn.init.xavier_uniform_(self.projection.weight)
-        nn.init.zeros_(self.projection.bias)
-        self.norm = nn.LayerNorm(body.width, eps=1e-12)
-        _copy_layer_norm(self.norm, getattr(body.source_embedding, "LayerNorm", None))
-        positions = body.source_embedding.position_embeddings.weight[: self.num_tokens].detach().clone()
-        self.positions = nn.Parameter(positions)
+        self._init_tokens(body, nn.Conv2d(channels, body.width, kernel_size=self.patch, stride=self.patch), tokens)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         tokens = self.projection(F.pad(x, self.pad)).flatten(2).transpose(1, 2)

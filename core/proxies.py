@@ -55,7 +55,7 @@ def _fingerprint(body: Body) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load_raw(name: str, samples: int) -> tuple[object, np.ndarray]:
+def load_raw_proxy(name: str, samples: int) -> tuple[object, np.ndarray]:
     """Raw samples and labels: a list of strings for text proxies, channel-first arrays otherwise."""
     if name == "wordnet":
         return proxy_sources.wordnet_glosses(samples, seed=PROXY_SEED)
@@ -132,7 +132,7 @@ def load_proxy_bank(proxy: str, body: Body, samples: int, target_seq_len: int) -
     if path.exists():
         stored = load_file(str(path))
         return ProxyBank(stored["features"], stored["labels"], name)
-    raw, labels = _load_raw(name, samples)
+    raw, labels = load_raw_proxy(name, samples)
     if isinstance(raw, list):
         features = _text_features(body, raw)
     else:

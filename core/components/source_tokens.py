@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from core.bodies import Body
 from core.embedders import build_embedder
 from core.errors import ConfigError
-from core.proxies import PROXY_SEED, TEXT_PROXIES, _load_raw, resolve_proxy_name
+from core.proxies import PROXY_SEED, TEXT_PROXIES, load_raw_proxy, resolve_proxy_name
 
 Embed = Callable[[torch.Tensor, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
@@ -105,7 +105,7 @@ def load_source_tokens(proxy: str, body: Body, samples: int, target_seq_len: int
     name = resolve_proxy_name(proxy, body)
     if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
         raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
-    raw, raw_labels = _load_raw(name, samples)
+    raw, raw_labels = load_raw_proxy(name, samples)
     labels = torch.from_numpy(np.asarray(raw_labels)).long()
     if isinstance(raw, list):
         inputs, valid, embed = _text_bank(body, raw, num_tokens)
