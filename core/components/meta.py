@@ -15,13 +15,18 @@ input embedding, so L_outer reaches ψ only through θ'. Hence
     ∇_ψ J = ∇_ψ L_inner − α λ · ∂/∂ψ ⟨∇_θ L_inner(θ, ψ), v⟩,    v = ∇_θ' L_outer(θ')
 
 and the variants differ only in how they get the mixed second-derivative term:
-- `second_order`: differentiate through the inner gradient (nested `torch.func.grad`); exact.
+- `second_order`: differentiate through the inner gradient (nested `torch.func.grad`); exact. (The
+  same value comes from v followed by one mixed Hessian-vector product: that ordering is not an
+  approximation, only a different memory profile.)
 - `first_order`: DARTS-style central finite difference of ∇_ψ L_inner at θ ± εv, ε = 0.01 / ‖v‖:
   only first derivatives (no double backward), error O(ε²). Treating ∇_θ L_inner as a constant
   (FOMAML) would leave L_outer no path to ψ at all, so that is not offered.
-- `last_k_layers`: as `second_order`, but only the last k encoder layers take the virtual step (the
-  rest stay at θ), so the inner gradient and its derivative stop k layers down.
-The body runs without dropout here, so every evaluation of L_inner sees the same function.
+- `last_k_layers`: as `second_order`, but only the last k encoder layers (Swin: stages) take the
+  virtual step (the rest stay at θ), so the inner gradient and its derivative stop k layers down; the
+  path from there to ψ is an ordinary backward pass. A different (shorter-step) objective, not an
+  estimate of the full one.
+The body runs without dropout and in fp32 (no autocast) here, so every evaluation of L_inner sees the
+same function and the finite difference is not swamped by rounding.
 """
 
 from __future__ import annotations
