@@ -1,0 +1,164 @@
+"""Alignment objectives: OTDD properties and a brute-force match, gradients, MMD/L2, k-means labels."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from core.alignment import build_objective, kmeans_pseudo_labels
+from core.alignment import otdd as otdd_module
+from core.alignment.sinkhorn import sinkhorn
+from core.errors import ConfigError
+
+
+def labelled(seed: int, n: int = 60, d: int = 4, classes: int = 3, shift: float = 0.0, spread: float = 3.0):
+    g = torch.Generator().manual_seed(seed)
+    means = spread * torch.randn(classes, d, generator=torch.Generator().manual_seed(100))
+    y = torch.arange(n) % classes
+    return means[y] + 0.5 * torch.randn(n, d, generator=g) + shift, y
+
+
+def otdd(source, target, name="otdd_exact", eps=0.1):
+    return float(build_objective(name, *source, epsilon=eps)(*target))
+
+
+def pot_entropic(cost, eps):
+    """<P, C> + eps KL(P | ab^T) with P from POT's log-domain Sinkhorn (uniform weights)."""
+    a, b = ot.unif(cost.shape[0]), ot.unif(cost.shape[1])
+    plan = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=5_000, stopThr=1e-9)
+    mask = plan > 0
+    return float((plan * cost).sum() + eps * (plan[mask] * np.log(plan[mask] / np.outer(a, b)[mask])).sum())
+
+
+def brute_force_otdd(source, target, eps):
+    """Full augmented costs (label W by ot.emd2 on the clouds), entropic OT_eps via POT, debiased."""
+    def label_w(x1, y1, x2, y2):
+        return {(i, j): ot.emd2(ot.unif(int((y1 == i).sum())), ot.unif(int((y2 == j).sum())),
+                                ot.dist(x1[y1 == i], x2[y2 == j]))
+                for i in np.unique(y1) for j in np.unique(y2)}
+
+    def ot_eps(x1, y1, x2, y2):
+        w = label_w(x1, y1, x2, y2)
+        cost = ot.dist(x1, x2) + np.array([[w[i, j] for j in y2] for i in y1])
+        return pot_entropic(cost, eps)
+
+    (xs, ys), (xt, yt) = [(x.double().numpy(), y.numpy()) for x, y in (source, target)]
+    return ot_eps(xs, ys, xt, yt) - 0.5 * ot_eps(xs, ys, xs, ys) - 0.5 * ot_eps(xt, yt, xt, yt)
+
+
+def test_sinkhorn_solver_matches_pot_log_domain():
+    g = torch.Generator().manual_seed(0)
+    x, y = 2 * torch.randn(30, 3, generator=g), 2 * torch.randn(40, 3, generator=g)
+    cost = torch.cdist(x, y) ** 2
+    a, b = torch.full((30,), 1 / 30), torch.full((40,), 1 / 40)
+    ours = sinkhorn(cost, a, b, 0.5, rtol=1e-9)
+    assert ours.value == pytest.approx(pot_entropic(cost.double().numpy(), 0.5), rel=1e-4)
+    assert torch.allclose(ours.plan.sum(1).double(), a.double(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["otdd_exact", "otdd_gaussian"])
+def test_otdd_of_a_dataset_with_itself_is_zero(name):
+    data = labelled(0)
+    assert abs(otdd(data, data, name)) < 1e-3
+
+
+def test_otdd_is_symmetric():
+    d1, d2 = labelled(0), labelled(1, n=45, shift=0.7)
+    assert otdd(d1, d2) == pytest.approx(otdd(d2, d1), rel=1e-4)
+
+
+def test_otdd_grows_with_shift():
+    source = labelled(0)
+    values = [otdd(source, labelled(1, shift=s)) for s in (0.0, 0.5, 1.0, 2.0, 4.0)]
+    assert all(b > a for a, b in zip(values, values[1:])), values
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0])
+def test_otdd_matches_brute_force_on_tiny_data(eps):
+    source, target = labelled(0, n=24, d=3, spread=1.0), labelled(1, n=18, d=3, shift=0.5, spread=1.0)
+    assert otdd(source, target, eps=eps) == pytest.approx(brute_force_otdd(source, target, eps), rel=1e-3, abs=1e-3)
+
+
+def test_single_target_label_as_orca_calls_it_matches_brute_force():
+    source = labelled(0, n=30, d=3)
+    xt = labelled(2, n=16, d=3, shift=1.0)[0]
+    target = (xt, torch.zeros(16, dtype=torch.long))
+    assert otdd(source, target) == pytest.approx(brute_force_otdd(source, target, 0.1), rel=1e-3)
+
+
+def test_warm_start_does_not_change_the_value():
+    source = labelled(0, n=90)
+    warm = build_objective("otdd_exact", *source)
+    xt = labelled(3, n=32, shift=1.0)[0]
+    zeros = torch.zeros(32, dtype=torch.long)
+    for step in range(4):
+        moved = xt + 0.05 * step
+        cold = build_objective("otdd_exact", *source)
+        cold.warm_start = False
+        assert float(warm(moved, zeros)) == pytest.approx(float(cold(moved, zeros)), rel=2e-3)
+
+
+@pytest.mark.parametrize("name", ["otdd_exact", "otdd_gaussian", "mmd", "l2"])
+def test_gradients_reach_the_embedder(name):
+    source = labelled(0, d=4)
+    objective = build_objective(name, *source)
+    embedder = torch.nn.Linear(6, 4)
+    raw = torch.randn(20, 6, generator=torch.Generator().manual_seed(5))
+    loss = objective(embedder(raw), torch.zeros(20, dtype=torch.long))
+    loss.backward()
+    assert loss.dim() == 0
+    assert embedder.weight.grad is not None and embedder.weight.grad.abs().sum() > 0
+
+
+def test_otdd_gradient_matches_finite_differences(monkeypatch):
+    """Label-to-label costs are constants by design, so they are frozen for the finite differences."""
+    source = labelled(0, n=30, d=3)
+    objective = build_objective("otdd_exact", *source, epsilon=1.0)
+    objective.warm_start = False
+    frozen = {}
+
+    class FrozenLabelCosts(otdd_module.LabelCosts):
+        def between(self, other, symmetric=False):
+            if symmetric not in frozen:
+                frozen[symmetric] = super().between(other, symmetric)
+            return frozen[symmetric]
+
+    monkeypatch.setattr(otdd_module, "LabelCosts", FrozenLabelCosts)
+    x = labelled(4, n=12, d=3, shift=1.0)[0].double().requires_grad_()
+    zeros = torch.zeros(12, dtype=torch.long)
+    objective(x, zeros).backward()
+    direction = torch.randn_like(x)
+    h = 1e-2
+    numeric = (float(objective((x + h * direction).detach(), zeros))
+               - float(objective((x - h * direction).detach(), zeros))) / (2 * h)
+    assert float((x.grad * direction).sum()) == pytest.approx(numeric, rel=2e-2)
+
+
+def test_gaussian_variant_is_close_to_exact_on_gaussian_data():
+    source, target = labelled(0, n=300, d=3), labelled(1, n=150, d=3, shift=1.0)
+    exact, gaussian = otdd(source, target), otdd(source, target, "otdd_gaussian")
+    assert gaussian == pytest.approx(exact, rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["mmd", "l2"])
+def test_moment_objectives_vanish_on_identical_sets_and_grow_with_shift(name):
+    source = labelled(0)
+    objective = build_objective(name, *source)
+    same = float(objective(*source))
+    assert abs(same) < 1e-6
+    assert float(objective(labelled(0, shift=1.0)[0], source[1])) > 1e-3
+
+
+def test_unknown_objective_is_a_config_error():
+    with pytest.raises(ConfigError):
+        build_objective("wasserstein", *labelled(0))
+
+
+def test_kmeans_pseudo_labels_shape_range_and_clipping():
+    targets = np.random.default_rng(0).normal(size=(50, 2, 3))
+    labels = kmeans_pseudo_labels(targets, k=4, seed=0)
+    assert labels.shape == (50,) and labels.dtype == np.int64
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+    two_rows = np.array([[0.0], [1.0]] * 5)
+    assert set(kmeans_pseudo_labels(two_rows, k=10).tolist()) == {0, 1}
+    assert np.array_equal(kmeans_pseudo_labels(targets, k=4, seed=0), labels)
