@@ -1,0 +1,23 @@
+# One image for api, worker and migrate (docker-compose.yml picks the command).
+# PyPI's default torch wheel is the CUDA build, which the GPU worker needs; the API never imports it.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends wordnet-base dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY core core
+COPY store store
+COPY worker worker
+COPY api api
+COPY client client
+COPY migrations migrations
+COPY cli cli
+RUN pip install --no-cache-dir "torch>=2.3,<2.15" && pip install --no-cache-dir .
+
+ENV XMODAL_DATA_DIR=/data
+VOLUME /data
+EXPOSE 8000
+CMD ["xmodal", "serve", "--host", "0.0.0.0", "--port", "8000"]
