@@ -41,6 +41,8 @@ class GaussianStats:
     scaled: torch.Tensor
     trace: float
     diag: torch.Tensor
+    cov: torch.Tensor
+
 
     @classmethod
     def of(cls, x: torch.Tensor) -> GaussianStats:
@@ -48,7 +50,7 @@ class GaussianStats:
         mean = x.mean(0)
         scaled = (x - mean) / len(x) ** 0.5
         diag = (scaled * scaled).sum(0)
-        return cls(mean, scaled, float(diag.sum()), diag)
+        return cls(mean, scaled, float(diag.sum()), diag, scaled.T @ scaled)
 
 
 def gaussian_w2(p: GaussianStats, q: GaussianStats, diagonal: bool = False) -> float:
@@ -56,7 +58,10 @@ def gaussian_w2(p: GaussianStats, q: GaussianStats, diagonal: bool = False) -> f
     shift = float(((p.mean - q.mean) ** 2).sum())
     if diagonal:
         return shift + float(((p.diag.sqrt() - q.diag.sqrt()) ** 2).sum())
-    cross = float(torch.linalg.svdvals(p.scaled @ q.scaled.T).sum())
+    if len(p.scaled) <= len(p.mean):  # eigenvalues of (A B^T)(A B^T)^T = A S' A^T, an n x n problem
+        cross = float(torch.linalg.eigvalsh(p.scaled @ q.cov @ p.scaled.T).clamp_min(0).sqrt().sum())
+    else:
+        cross = float(torch.linalg.svdvals(p.scaled @ q.scaled.T).sum())
     return shift + max(p.trace + q.trace - 2 * cross, 0.0)
 
 

@@ -83,7 +83,7 @@ class OTDD:
         mean = x.mean(0).double()
         shifts = [float(((mean - stored) ** 2).sum().sqrt()) for stored, _ in self._warm]
         best = min(range(len(shifts)), key=shifts.__getitem__)
-        start = max(16 * self.eps, 8 * shifts[best] * self.radius)
+        start = max(4 * self.eps, 8 * shifts[best] * self.radius)
         g = self._warm[best][1]
         return (torch.zeros(len(x), dtype=torch.float64, device=x.device), g), start
 

@@ -66,7 +66,7 @@ def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, *
         start = eps_start if eps_start is not None else max(float(cost.max() - cost.min()), eps)
     else:
         f, g = init[0].double().clone(), init[1].double().clone()
-        start = eps_start if eps_start is not None else 16 * eps
+        start = eps_start if eps_start is not None else 4 * eps
     levels = []
     e = max(start, eps)
     while e > eps * (1 + 1e-9):
@@ -80,8 +80,8 @@ def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, *
     iterations = 0
     for level, e in enumerate(levels):
         final = level == len(levels) - 1
-        # Exact log-domain half-step for f first: the kernel then has no all-zero row.
-        f = -e * torch.logsumexp((g / e + b64.log()).to(cost.dtype)[None, :] - cost / e, dim=1).double()
+        if level == 0:  # exact log-domain half-step for f: the kernel then has no all-zero row
+            f = -e * torch.logsumexp((g / e + b64.log()).to(cost.dtype)[None, :] - cost / e, dim=1).double()
         kernel = _kernel(cost, f, g, e, buf)
         u = torch.ones(n, dtype=cost.dtype, device=cost.device)
         v = torch.ones(m, dtype=cost.dtype, device=cost.device)
