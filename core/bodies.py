@@ -19,7 +19,10 @@ from torch import nn
 from core.config import BodyConfig
 from core.errors import ConfigError
 
-TINY_SEED = 1234  # tiny random bodies are built from a fixed seed so every process gets the same one
+# Random weights come from fixed seeds so every process builds the same body: the tiny bodies'
+# stand-in "pretrained" weights, and the `pretrained: false` ablation's fresh init (a different seed).
+TINY_SEED = 1234
+RANDOM_INIT_SEED = 4321
 
 
 def minilm_directory() -> Path:
@@ -85,7 +88,7 @@ def _load_hf(name: str, pretrained: bool) -> tuple[nn.Module, Path | None]:
 
     if name in TINY_CONFIGS:
         with torch.random.fork_rng():
-            torch.manual_seed(TINY_SEED)
+            torch.manual_seed(TINY_SEED if pretrained else RANDOM_INIT_SEED)
             return AutoModel.from_config(TINY_CONFIGS[name]()), minilm_directory()
     path = minilm_directory() if name == "minilm-l6" else Path(name)
     source = str(path) if path.exists() else name
@@ -94,7 +97,7 @@ def _load_hf(name: str, pretrained: bool) -> tuple[nn.Module, Path | None]:
             model = AutoModel.from_pretrained(source)
         else:
             with torch.random.fork_rng():
-                torch.manual_seed(TINY_SEED)
+                torch.manual_seed(RANDOM_INIT_SEED)
                 model = AutoModel.from_config(AutoConfig.from_pretrained(source))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}", field="body.name") from None

@@ -99,7 +99,9 @@ class MonaConfig(Section):
     inner_lr: float = Field(1e-3, gt=0, le=10, description="alpha of the virtual body step")
     outer_weight: float = Field(1.0, ge=0, le=100, description="lambda on the outer (align + uniformity) loss")
     lr: float | None = Field(None, gt=0, le=10, description="beta for the embedder; default 10x training lr")
-    variant: Literal["second_order", "first_order", "last_k_layers"] = "first_order"
+    variant: Literal["second_order", "first_order", "last_k_layers"] = Field(
+        "second_order", description="second_order is exact and, measured, faster than the finite-difference "
+                                    "first_order (bench/results/mona_cost.md); first_order needs ~3x less memory")
     last_k: int = Field(2, ge=1, le=1000, description="layers differentiated through with last_k_layers")
     source_batch: int = Field(32, ge=2, le=4096)
 

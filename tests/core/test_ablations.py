@@ -110,8 +110,6 @@ def test_random_init_body_has_the_same_architecture_and_other_weights():
     assert (pretrained.width, pretrained.max_positions) == (scratch.width, scratch.max_positions)
 
 
-@pytest.mark.xfail(strict=True, reason="tiny bodies are built from TINY_SEED whatever body.pretrained says, "
-                                       "so the ablation is a no-op on them (core/bodies.py _load_hf)")
 def test_random_init_tiny_body_differs():
     a = load_body(BodyConfig(name="tiny-bert")).model.state_dict()
     b = load_body(BodyConfig(name="tiny-bert", pretrained=False)).model.state_dict()
