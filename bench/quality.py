@@ -170,6 +170,9 @@ def write_table(cells: dict, command: str) -> Path:
         lines.append(f"| {name} ({ROWS[name]['metric']}) | " + " | ".join(fmt_cell(row.get(m), name)
                                                                     for m in METHODS) + " |")
     lines += ["", "Settings per row (same for ORCA / finetune / scratch; scratch = `body.pretrained: false`):", ""]
+    scales = sorted({cell.get("scale") for row in cells.values() for cell in row.values() if cell.get("scale")})
+    lines.append(f"Step scale(s) used (max_steps below x scale, rounded): {scales}")
+    lines.append("")
     for name, row in ROWS.items():
         lines.append(f"- **{name}**: {row['note']}; batch {row['batch']}, max_steps {row['max_steps']}, AdamW "
                      f"lr {row['lr']:g}, linear warm-up 10% then linear decay, clip 1.0, validation_fraction "
