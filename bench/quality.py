@@ -248,8 +248,10 @@ def main() -> None:
             cells.setdefault(name, {})[method] = cell
             save_cells(args.cells, cells)
             print(f"{name:>14} {method:>9}: {fmt_cell(cell, name)}", flush=True)
-            write_table(cells, command)
-    print(write_table(load_cells(args.cells), command))
+            if args.cells == CELLS:  # side runs with their own --cells leave the main table alone
+                write_table(cells, command)
+    if args.cells == CELLS:
+        print(write_table(load_cells(args.cells), command))
 
 
 if __name__ == "__main__":
