@@ -112,7 +112,7 @@ def training_flops_per_sample(config, data_path: Path) -> tuple[float, float]:
     batch = config.training.batch_size
     x, y = data.train.x[:batch], data.train.y[:batch]
     with FlopCounterMode(display=False) as counter:
-        out = model(x)
+        model(x)
     forward = counter.get_total_flops()
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), y).backward()
