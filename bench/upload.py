@@ -1,0 +1,302 @@
+"""A ~1 GiB upload against a real `xmodal serve`: API process RSS growth and throughput vs a local copy.
+
+    .venv/bin/python bench/upload.py [--gib 1.0] [--repeats 2]
+
+Set-up: a temp data dir (under --tmp, default /tmp), a migrated SQLite database, the filesystem
+broker (no job is made), one `xmodal serve`, an API key, one tiny upload to warm the process. The
+dataset is a valid `.npz` written in chunks (never whole in memory): x float32 (N, 1, 1024) of
+standard-normal noise, y int64 0/1, ~`--gib` GiB, under the default 2 GiB upload limit and the
+validator's default element/sample limits.
+
+Each repeat, interleaved: `shutil.copyfile` of the dataset to the same filesystem (timed; also with
+an fsync, since the blob store fsyncs), then the upload (httpx, streaming the file from disk in
+64 KiB multipart chunks; timed from the request's start to the response). During the upload a
+thread samples the uvicorn process's VmRSS (/proc/PID/status) every 50 ms, and the blob store: the
+streaming phase ends when the blob is renamed into `blobs/ab/cd/<sha256>`; what follows, until the
+response, is validation (`core.data.validate.validate_npz`) plus the database insert. RSS growth is
+the peak over the phase minus the median over the 1 s before the upload.
+
+Then, each in a fresh subprocess (peak RSS = VmHWM growth over the baseline after imports): the
+current validator on the same file, and a chunked finite/label check (the proposed fix) that
+reads the `x` member 16 MiB at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.service_common import (
+    REPO,
+    auth,
+    create_key,
+    header,
+    rss_bytes,
+    serve,
+    service_env,
+    sqlite_database,
+    upload_tiny,
+    write_results,
+)
+
+MIB = 1024**2
+LENGTH = 1024
+SAMPLE_S = 0.05
+RSS_TARGET_MIB = 100
+THROUGHPUT_TARGET = 1 / 3  # upload MB/s at least a third of the copy's
+
+
+def write_big_npz(path: Path, gib: float, seed: int = 0) -> tuple[int, int]:
+    """x float32 (N, 1, LENGTH), y int64 0/1, stored (uncompressed) like np.savez; returns (N, bytes)."""
+    n = int(gib * 1024**3) // (LENGTH * 4)
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = 4096
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                         "shape": (n, 1, LENGTH)})
+            for start in range(0, n, rows_per_chunk):
+                rows = min(rows_per_chunk, n - start)
+                member.write(rng.standard_normal((rows, 1, LENGTH), dtype=np.float32).tobytes())
+        with zf.open("y.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, (np.arange(n) % 2).astype(np.int64), allow_pickle=False)
+    return n, path.stat().st_size
+
+
+@dataclass
+class Sampler:
+    """VmRSS of `pid` every SAMPLE_S seconds, with whether streaming has ended: the blob store
+    writes to `blobs/.tmp/upload-*`, fsyncs, then renames it into place, so the temp file
+    disappearing after it was seen marks the end of the streaming phase."""
+
+    pid: int
+    blob_dir: Path
+    samples: list[tuple[float, int, bool]] = field(default_factory=list)  # (perf_counter, rss, streamed)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _pending(self) -> bool:
+        tmp = self.blob_dir / ".tmp"
+        return tmp.exists() and any(tmp.glob("upload-*"))
+
+    def _run(self) -> None:
+        seen = streamed = False
+        while not self._stop.is_set():
+            pending = self._pending()
+            seen = seen or pending
+            streamed = streamed or (seen and not pending)
+            self.samples.append((time.perf_counter(), rss_bytes(self.pid), streamed))
+            time.sleep(SAMPLE_S)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+
+
+def baseline_rss(pid: int, seconds: float = 1.0) -> int:
+    values = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        values.append(rss_bytes(pid))
+        time.sleep(SAMPLE_S)
+    return int(statistics.median(values))
+
+
+def timed_copy(src: Path, dst: Path, fsync: bool) -> float:
+    t = time.perf_counter()
+    shutil.copyfile(src, dst)
+    if fsync:
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    seconds = time.perf_counter() - t
+    dst.unlink()
+    return seconds
+
+
+def timed_upload(url: str, key: str, path: Path, pid: int, blob_dir: Path) -> dict[str, float]:
+    base = baseline_rss(pid)
+    sampler = Sampler(pid, blob_dir)
+    sampler.start()
+    t0 = time.perf_counter()
+    with path.open("rb") as fh:
+        response = httpx.post(f"{url}/v1/files", headers=auth(key), files={"file": (path.name, fh)},
+                              data={"purpose": "fine-tune"}, timeout=3600)
+    t1 = time.perf_counter()
+    time.sleep(0.2)
+    sampler.stop()
+    if response.status_code != 200:
+        raise RuntimeError(f"upload answered {response.status_code}: {response.text[:500]}")
+    landed = next((t for t, _, done in sampler.samples if done), t1)
+    stream = [rss for t, rss, _ in sampler.samples if t <= landed]
+    validate = [rss for t, rss, _ in sampler.samples if landed <= t <= t1]
+    after = [rss for t, rss, _ in sampler.samples if t > t1]
+    return {"seconds": t1 - t0, "stream_s": landed - t0, "validate_s": t1 - landed,
+            "stream_peak_mib": (max(stream) - base) / MIB if stream else float("nan"),
+            "validate_peak_mib": (max(validate) - base) / MIB if validate else float("nan"),
+            "after_mib": (after[-1] - base) / MIB if after else float("nan"),
+            "base_mib": base / MIB, "samples": len(sampler.samples)}
+
+
+CHUNKED_CHECK = r'''
+import json, sys, zipfile, numpy as np
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return 0
+mode, path = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from core.data.validate import validate_npz, read_headers
+base = rss("VmRSS:")
+if mode == "current":
+    info = validate_npz(path)
+    result = info.as_dict()
+else:
+    # Proposed: headers as today, then the values member by member, CHUNK bytes at a time, straight
+    # from the zip stream (works for stored and deflated members alike); nothing held whole.
+    from pathlib import Path
+    headers = read_headers(Path(path))
+    CHUNK = 16 * 1024 * 1024
+    bad, ymin, ymax = 0, None, None
+    with zipfile.ZipFile(path) as zf:
+        for key, head in headers.items():
+            with zf.open(key + ".npy") as member:
+                np.lib.format.read_magic(member); np.lib.format.read_array_header_1_0(member)
+                step = max(1, CHUNK // head.dtype.itemsize) * head.dtype.itemsize
+                while buf := member.read(step):
+                    a = np.frombuffer(buf, dtype=head.dtype)
+                    if a.dtype.kind == "f":
+                        bad += a.size - int(np.count_nonzero(np.isfinite(a)))
+                    elif key == "y":
+                        ymin = int(a.min()) if ymin is None else min(ymin, int(a.min()))
+                        ymax = int(a.max()) if ymax is None else max(ymax, int(a.max()))
+    result = {"non_finite": bad, "y_range": [ymin, ymax]}
+print(json.dumps({"peak_growth": rss("VmHWM:") - base, "result": str(result)[:200]}))
+'''
+
+
+def validator_memory(path: Path, mode: str) -> tuple[float, float, str]:
+    """(seconds, peak RSS growth MiB, short result) of one validator run in a fresh process."""
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHUNKED_CHECK, mode, str(path), str(REPO)],
+                         capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - t
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return seconds, data["peak_growth"] / MIB, data["result"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where the data dir and dataset go")
+    args = parser.parse_args()
+    head = header(f"Upload of a {args.gib:g} GiB dataset: API RSS and throughput", sys.argv)
+    df = shutil.disk_usage(args.tmp)
+    print(f"{args.tmp}: {df.free / 1024**3:.1f} GiB free", flush=True)
+    if df.free < 4.5 * args.gib * 1024**3:
+        raise SystemExit(f"need ~{4.5 * args.gib:.1f} GiB free in {args.tmp}")
+
+    rows = []
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xmodal-bench-upload-", dir=args.tmp)))
+        data = tmp / "big.npz"
+        t = time.perf_counter()
+        n, size = write_big_npz(data, args.gib)
+        print(f"wrote {data} ({size / MIB:.0f} MiB, x ({n}, 1, {LENGTH}) float32) in {time.perf_counter() - t:.1f} s",
+              flush=True)
+        data_dir = tmp / "var"
+        database_url = sqlite_database(data_dir)
+        key = create_key(database_url)
+        url, proc = stack.enter_context(serve(service_env(data_dir, database_url, "filesystem://"), tmp / "server.log"))
+        upload_tiny(url, key)  # warm the process (imports, first request)
+        blob_dir = data_dir / "blobs"
+        for i in range(args.repeats):
+            copy_s = timed_copy(data, tmp / "copy.npz", fsync=False)
+            copy_fsync_s = timed_copy(data, tmp / "copy.npz", fsync=True)
+            up = timed_upload(url, key, data, proc.pid, blob_dir)
+            row = {"copy_mbs": size / MIB / copy_s, "copy_fsync_mbs": size / MIB / copy_fsync_s,
+                   "upload_mbs": size / MIB / up["seconds"], "stream_mbs": size / MIB / up["stream_s"], **up}
+            rows.append(row)
+            print(f"repeat {i + 1}: copy {row['copy_mbs']:.0f} MiB/s (with fsync {row['copy_fsync_mbs']:.0f}), "
+                  f"upload {row['upload_mbs']:.0f} MiB/s in {up['seconds']:.1f} s (streaming {up['stream_s']:.1f} s = "
+                  f"{row['stream_mbs']:.0f} MiB/s, validation+insert {up['validate_s']:.1f} s); RSS base "
+                  f"{up['base_mib']:.0f} MiB, peak growth streaming {up['stream_peak_mib']:.0f} MiB, validation "
+                  f"{up['validate_peak_mib']:.0f} MiB, after {up['after_mib']:.0f} MiB ({up['samples']} samples)",
+                  flush=True)
+            for blob in blob_dir.glob("??/??/*"):
+                if blob.stat().st_size > MIB:
+                    blob.unlink()  # keep disk use flat between repeats (the row stays; nothing reads it)
+        # validators in fresh processes, on the same file
+        current = validator_memory(data, "current")
+        chunked = validator_memory(data, "chunked")
+        print(f"validator in a subprocess: current {current[0]:.1f} s, peak +{current[1]:.0f} MiB; "
+              f"chunked {chunked[0]:.1f} s, peak +{chunked[1]:.0f} MiB ({chunked[2]})", flush=True)
+
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    ratio = statistics.median(r["upload_mbs"] / r["copy_mbs"] for r in rows)
+    ratio_fsync = statistics.median(r["upload_mbs"] / r["copy_fsync_mbs"] for r in rows)
+    lines = [*head,
+             (f"Workload: one {size / MIB:.0f} MiB `.npz` (x float32 ({n}, 1, {LENGTH}), y int64 0/1, stored), uploaded "
+             f"{args.repeats} times to one `xmodal serve` (SQLite, filesystem broker) with httpx streaming it from disk; "
+             f"each upload preceded by `shutil.copyfile` of the same file (and a copy + fsync), same filesystem "
+             f"({args.tmp}). RSS sampled every {SAMPLE_S * 1000:.0f} ms from /proc/PID/status (psutil is not installed)."),
+             "",
+             "| repeat | copy MiB/s | copy+fsync MiB/s | upload MiB/s (start -> response) | streaming s (MiB/s) | validation+insert s | RSS base MiB | peak growth streaming MiB | peak growth validation MiB | growth after MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        lines.append(f"| {i} | {r['copy_mbs']:.0f} | {r['copy_fsync_mbs']:.0f} | {r['upload_mbs']:.0f} ({r['seconds']:.1f} s) | "
+                     f"{r['stream_s']:.1f} ({r['stream_mbs']:.0f}) | {r['validate_s']:.1f} | {r['base_mib']:.0f} | "
+                     f"{r['stream_peak_mib']:.0f} | {r['validate_peak_mib']:.0f} | {r['after_mib']:.0f} |")
+    lines.append(f"| median | {med['copy_mbs']:.0f} | {med['copy_fsync_mbs']:.0f} | {med['upload_mbs']:.0f} | "
+                 f"{med['stream_s']:.1f} ({med['stream_mbs']:.0f}) | {med['validate_s']:.1f} | {med['base_mib']:.0f} | "
+                 f"{med['stream_peak_mib']:.0f} | {med['validate_peak_mib']:.0f} | {med['after_mib']:.0f} |")
+    whole_peak = max(med["stream_peak_mib"], med["validate_peak_mib"])
+    lines += ["",
+              "Validator alone, each in a fresh subprocess on the same file (peak = VmHWM growth after imports):",
+              "",
+              "| validator | seconds | peak RSS growth MiB |", "|---|---|---|",
+              f"| current `validate_npz` (loads every array whole) | {current[0]:.1f} | {current[1]:.0f} |",
+              f"| chunked check, 16 MiB reads (proposed) | {chunked[0]:.1f} | {chunked[1]:.0f} |",
+              "",
+              "Targets:", "",
+              (f"- RSS growth < {RSS_TARGET_MIB} MiB: streaming phase {med['stream_peak_mib']:.0f} MiB "
+              f"**{'PASS' if med['stream_peak_mib'] < RSS_TARGET_MIB else 'FAIL'}**; whole request including validation "
+              f"{whole_peak:.0f} MiB **{'PASS' if whole_peak < RSS_TARGET_MIB else 'FAIL'}**"),
+              (f"- upload throughput within 3x of `shutil.copyfile`: upload/copy = {ratio:.2f} (median of per-repeat "
+              f"ratios; target >= {THROUGHPUT_TARGET:.2f}) **{'PASS' if ratio >= THROUGHPUT_TARGET else 'FAIL'}**; "
+              f"against copy+fsync {ratio_fsync:.2f}")]
+    print("\n".join(lines[len(head):]))
+    path = write_results("upload.md", lines)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
