@@ -93,8 +93,8 @@ def classical(name: str, arrays: dict) -> tuple[str, float]:
 
 # ---- cross-modal runs -------------------------------------------------------------------------
 
-def job_config(name: str, method: str, scale: float) -> dict:
-    row = ROWS[name]
+def job_config(name: str, method: str, scale: float, lr: float | None = None) -> dict:
+    row = dict(ROWS[name], **({"lr": lr} if lr else {}))
     max_steps = max(1, int(round(row["max_steps"] * scale)))
     config = {
         "method": "orca" if method == "orca" else "finetune",
@@ -111,11 +111,11 @@ def job_config(name: str, method: str, scale: float) -> dict:
     return config
 
 
-def cross_modal(name: str, method: str, scale: float) -> dict:
+def cross_modal(name: str, method: str, scale: float, lr: float | None = None) -> dict:
     from core.config import parse_config
     from core.runner import run
 
-    config = job_config(name, method, scale)
+    config = job_config(name, method, scale, lr)
     timer = StageTimer()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
@@ -205,6 +205,7 @@ def main() -> None:
                              "(estimated at 4 min per method-row at the default steps)")
     parser.add_argument("--scale", type=float, default=None,
                         help="multiply every row's max_steps by this (overrides --budget-minutes)")
+    parser.add_argument("--lr", type=float, default=None, help="override every row's peak lr")
     parser.add_argument("--cells", type=Path, default=CELLS, help="where finished cells are kept (JSON)")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="cells files from other runs (e.g. rows run in parallel) to merge, then redraw")
@@ -239,7 +240,7 @@ def main() -> None:
                         label, value = classical(name, dict(data))
                     cell = {"value": value, "label": label, "wall_s": time.perf_counter() - start}
                 else:
-                    cell = cross_modal(name, method, scale)
+                    cell = cross_modal(name, method, scale, args.lr)
             except Exception as exc:  # keep going: one broken method must not lose the other cells
                 cell = {"error": f"{type(exc).__name__}: {exc}"}
             cell["ran"] = stamp
