@@ -79,6 +79,7 @@ class EvaluationConfig(Section):
 class CheckpointConfig(Section):
     every_epochs: int = Field(1, ge=1, le=10_000)
     every_steps: int | None = Field(None, ge=1, le=10_000_000)
+    keep_last: int = Field(2, ge=1, le=1000, description="resumable checkpoints kept on disk (older ones are deleted)")
 
 
 class PareConfig(Section):

@@ -6,6 +6,7 @@ recipe stays a readable top-to-bottom loop.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,14 @@ class TrainContext:
                        state_dict=self.best_state)
         self.callbacks.on_checkpoint(CheckpointSaved(path=directory, step=pos.step, epoch=pos.stage_epoch,
                                                      stage=pos.stage, metrics=metrics or {}))
+        self._prune_checkpoints(keep=self.config.checkpoint.keep_last)
         return directory
+
+    def _prune_checkpoints(self, keep: int) -> None:
+        """Delete all but the newest `keep` resumable checkpoints (callbacks have already copied them)."""
+        saved = sorted((self.out_dir / "checkpoints").iterdir())  # names start with the zero-padded step
+        for old in saved[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, directory: Path) -> None:
         """Load weights, position and RNG; optimizer states are applied when the recipe builds them."""

@@ -20,7 +20,8 @@ from core.model import ModelSpec, build_model
 MONA_1D = {"method": "mona", "body": {"name": "tiny-bert"},
            "mona": {"iterations": 3, "source_batch": 16, "inner_lr": 1e-2},
            "alignment": {"proxy_samples": 200},
-           "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "seed": 1}}
+           "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "seed": 1},
+           "checkpoint": {"keep_last": 10}}
 
 
 class Recorder(Callback):
@@ -185,7 +186,7 @@ def test_mona_1d_classification_end_to_end(classification_1d, tmp_path):
         assert all(np.isfinite(m.value) for m in points)
     inner = [m.value for m in recorder.metrics if m.key == "mona_inner_loss"]
     assert inner[-1] < inner[0]  # the embedder and head learn the task in stage 1
-    after_meta = _state(tmp_path / "run" / "checkpoints" / "step-0000003-meta-3-0")
+    after_meta = _state(tmp_path / "run" / "checkpoints" / "step-0000003-meta-3-0")  # kept: keep_last 10
     torch.manual_seed(config.training.seed)  # the runner seeds the same way before building the model
     fresh, _ = build_model(config, ModelSpec(TaskType.classification, (1, 64), (), 2))
     initial = fresh.state_dict()

@@ -101,3 +101,12 @@ def test_stop_request_checkpoints_and_returns(classification_1d, tmp_path):
     assert result.status == "stopped" and result.step == 3
     assert recorder.checkpoints and recorder.checkpoints[-1].path == result.checkpoint_dir
     assert (result.checkpoint_dir / "trainer_state.safetensors").exists()
+
+
+def test_only_the_newest_checkpoints_are_kept(classification_1d, tmp_path):
+    recorder = Recorder()
+    config = parse_config({**ORCA_1D, "checkpoint": {"keep_last": 2}})
+    core.run(config, classification_1d, tmp_path / "run", callbacks=[recorder])
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert len(recorder.checkpoints) > 3  # align end + one per refine epoch + final
+    assert kept == sorted(c.path.name for c in recorder.checkpoints if not c.final)[-2:]
