@@ -140,15 +140,10 @@ class JobConfig(Section):
     mona: MonaConfig = Field(default_factory=MonaConfig)
     contrastive: ContrastiveConfig = Field(default_factory=ContrastiveConfig)
 
-    @model_validator(mode="after")
-    def _check_method(self) -> JobConfig:
-        if self.method == "finetune" and "alignment" in self.model_fields_set and self.alignment.epochs:
-            raise ValueError("alignment.epochs must be 0 for method finetune (it has no alignment stage)")
-        return self
-
     @property
     def alignment_epochs(self) -> int:
-        """Epochs the alignment stage actually runs (plain fine-tuning has none)."""
+        """Epochs the alignment stage actually runs: plain fine-tuning has none, whatever `alignment` says,
+        so a config can switch `method` without editing its other sections (and dumps re-validate)."""
         return 0 if self.method == "finetune" else self.alignment.epochs
 
 
