@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from core.bodies import Body
 from core.callbacks import CallbackList, CheckpointSaved, Event, Level, MetricPoint, Progress, Stage
@@ -109,7 +110,7 @@ class TrainContext:
                               self.data.sha256, **extra)
 
     def save_checkpoint(self, metrics: dict[str, float] | None = None) -> Path:
-        """A resumable checkpoint: current weights + trainer state (+ best weights when they differ)."""
+        """A resumable checkpoint: current weights, trainer state and the best validated weights so far."""
         pos = self.position
         directory = self.out_dir / "checkpoints" / f"step-{pos.step:07d}-{pos.stage}-{pos.stage_epoch}-{pos.batch}"
         save_model(directory, self.model, self.manifest(step=pos.step, stage=pos.stage))
@@ -134,8 +135,6 @@ class TrainContext:
 
     def restore(self, directory: Path) -> None:
         """Load weights, position and RNG; optimizer states are applied when the recipe builds them."""
-        from safetensors.torch import load_file
-
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
         state = load_state(directory, TRAINER_STATE)
         self.position = Position(**state["position"])
