@@ -21,6 +21,10 @@ WORKER_STOP_SECONDS = 10.0
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = subparsers.add_parser("serve", help="run the HTTP API (migrates the database first)")
     _add_bind_arguments(serve)
+    serve.add_argument("--workers", type=_positive_int, default=1,
+                       help="API worker processes (uvicorn --workers; default: 1). One process serves about "
+                            "one core (the GIL); give it more on a busy API. Requests share nothing in memory, "
+                            "so any process can answer any request")
     serve.set_defaults(func=_serve)
     up = subparsers.add_parser(
         "up", help="one machine, no setup: migrate, make a first API key, run a worker and the API "
@@ -34,6 +38,13 @@ def _add_bind_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _migrate() -> Settings:
     from migrations import upgrade
     from store.settings import get_settings
@@ -43,15 +54,20 @@ def _migrate() -> Settings:
     return settings
 
 
-def _run_api(host: str, port: int) -> None:
+def _run_api(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port)
+    # An import string (not an app object): with workers > 1 each process imports and builds its own app.
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _migrate()
-    _run_api(args.host, args.port)
+    _migrate()  # once, here, before any worker process starts
+    workers = getattr(args, "workers", 1)  # a hand-built Namespace (tests/service/test_api_app.py) has none
+    if workers == 1:
+        _run_api(args.host, args.port)
+    else:
+        _run_api(args.host, args.port, workers)
     return 0
 
 

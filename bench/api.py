@@ -1,12 +1,12 @@
 """API latency and throughput under 50 concurrent clients, against a real `xmodal serve` process.
 
     .venv/bin/python bench/api.py [--clients 50] [--requests 1000] [--rounds 3]
-                                  [--backends postgresql,sqlite] [--load-procs 1]
+                                  [--backends postgresql,sqlite] [--load-procs 1] [--workers 1]
 
 Set-up per backend: a temp data dir, a fresh migrated database (PostgreSQL: a new database on
 127.0.0.1:5432, dropped afterwards; SQLite: a file in the data dir), Redis as the broker (an empty
 db number, flushed afterwards) and NO worker, so created jobs stay `queued`; one `xmodal serve`
-(a single uvicorn process) per backend, an API key, and a tiny uploaded .npz.
+(`--workers` uvicorn processes, default 1) per backend, an API key, and a tiny uploaded .npz.
 
 Endpoints: `GET /healthz` (no database), `POST /v1/fine_tuning/jobs` (key lookup, config
 validation, file check, INSERT + COMMIT, one Redis publish), `GET /v1/fine_tuning/jobs/{id}` (key
@@ -203,7 +203,7 @@ def _load_in_process(url: str, key: str, endpoint: str, file_id: str, job_ids: l
 
 def run_phase(target: Target, endpoint: str, clients: int, requests: int, args: argparse.Namespace,
               pool: ProcessPoolExecutor | None) -> PhaseResult:
-    server_cpu0 = cpu_seconds(target.server_pid)
+    server_cpu0 = cpu_seconds(target.server_pid, children=True)
     if pool is None or clients == 1:
         start_at = time.time()
         parts = [_load_in_process(target.url, target.key, endpoint, target.file_id, target.job_ids,
@@ -215,7 +215,7 @@ def run_phase(target: Target, endpoint: str, clients: int, requests: int, args: 
                                clients // n + (i < clients % n), requests // n + (i < requests % n),
                                start_at, args.client) for i in range(n)]
         parts = [f.result() for f in futures]
-    server_cpu = cpu_seconds(target.server_pid) - server_cpu0
+    server_cpu = cpu_seconds(target.server_pid, children=True) - server_cpu0
     latencies = [ms for part in parts for ms in part[0]]
     created = [job_id for part in parts for job_id in part[4]]
     seconds = max(p[3] for p in parts) - min(p[2] for p in parts)
@@ -239,6 +239,7 @@ def main() -> int:
                         help="raw: minimal asyncio HTTP/1.1 keep-alive client (default); httpx: httpx.AsyncClient")
     parser.add_argument("--serial-requests", type=int, default=100,
                         help="requests per endpoint at 1 client each round (unloaded latency); 0: skip")
+    parser.add_argument("--workers", type=int, default=1, help="`xmodal serve --workers`: API processes per backend")
     parser.add_argument("--out", default="api.md")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -255,7 +256,8 @@ def main() -> int:
             database_url = stack.enter_context(postgres_database()) if backend == "postgresql" \
                 else sqlite_database(data_dir)
             key = create_key(database_url)
-            url, proc = stack.enter_context(serve(service_env(data_dir, database_url, broker), tmp / f"{backend}.log"))
+            url, proc = stack.enter_context(serve(service_env(data_dir, database_url, broker), tmp / f"{backend}.log",
+                                                  args.workers))
             targets.append(Target(backend, url, key, upload_tiny(url, key), proc.pid))
             print(f"{backend}: {url} (pid {proc.pid})", flush=True)
         pool = stack.enter_context(ProcessPoolExecutor(args.load_procs)) if args.load_procs > 1 else None
@@ -284,7 +286,9 @@ def main() -> int:
              f"{args.rounds} interleaved rounds after 1 warm-up round; client: {client_note}, "
              + ("in the bench process (asyncio, one task per connection)" if args.load_procs == 1
                 else f"split over {args.load_procs} load processes")
-             + "; server: one `xmodal serve` (uvicorn, 1 process) per backend, Redis broker, no worker (jobs stay queued)."
+             + f"; server: one `xmodal serve --workers {args.workers}` (uvicorn, {args.workers} process"
+             + ("es; server cpu sums the supervisor and its workers" if args.workers > 1 else "")
+             + ") per backend, Redis broker, no worker (jobs stay queued)."
              + (f" Also {args.serial_requests} requests per endpoint from 1 client each round (unloaded latency)."
                 if args.serial_requests else ""),
              "",

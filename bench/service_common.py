@@ -168,11 +168,13 @@ def wait_until_up(url: str, proc: Proc, timeout: float = 90.0) -> None:
 
 
 @contextmanager
-def serve(env: dict[str, str], log: Path) -> Iterator[tuple[str, Proc]]:
-    """`xmodal serve` (one uvicorn process, which is the child itself) on a free port; yields (url, proc)."""
+def serve(env: dict[str, str], log: Path, workers: int = 1) -> Iterator[tuple[str, Proc]]:
+    """`xmodal serve` on a free port; yields (url, proc). With one worker the uvicorn process is the
+    child itself; with more, the child is uvicorn's supervisor and the workers are its children."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with child([*XMODAL, "serve", "--port", str(port)], env, log) as proc:
+    extra = ["--workers", str(workers)] if workers != 1 else []
+    with child([*XMODAL, "serve", "--port", str(port), *extra], env, log) as proc:
         wait_until_up(url, proc)
         yield url, proc
 
@@ -192,10 +194,18 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` from /proc/PID/stat."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime of `pid` from /proc/PID/stat; with `children`, plus that of its live child processes."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if children:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += cpu_seconds(int(stat.parent.name))
+            except (OSError, ValueError):
+                pass  # gone meanwhile
+    return total
 
 
 # ---------------------------------------------------------------------------------- data, results

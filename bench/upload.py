@@ -16,9 +16,9 @@ streaming phase ends when the blob is renamed into `blobs/ab/cd/<sha256>`; what 
 response, is validation (`core.data.validate.validate_npz`) plus the database insert. RSS growth is
 the peak over the phase minus the median over the 1 s before the upload.
 
-Then, each in a fresh subprocess (peak RSS = VmHWM growth over the baseline after imports): the
-current validator on the same file, and a chunked finite/label check (the proposed fix) that
-reads the `x` member 16 MiB at a time.
+Then, each in a fresh subprocess (peak RSS = VmHWM growth over the baseline after imports), twice,
+interleaved: `validate_npz` of the working tree on the same file, and with `--compare-rev REV`
+the one of that git revision.
 """
 
 from __future__ import annotations
@@ -163,48 +163,29 @@ def timed_upload(url: str, key: str, path: Path, pid: int, blob_dir: Path) -> di
             "base_mib": base / MIB, "samples": len(sampler.samples)}
 
 
-CHUNKED_CHECK = r'''
-import json, sys, zipfile, numpy as np
+VALIDATOR_MEMORY = r'''
+import importlib.util, json, sys
 def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
     return 0
-mode, path = sys.argv[1], sys.argv[2]
+source, path = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
-from core.data.validate import validate_npz, read_headers
+spec = importlib.util.spec_from_file_location("validator_under_test", source)
+module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+spec.loader.exec_module(module)
 base = rss("VmRSS:")
-if mode == "current":
-    info = validate_npz(path)
-    result = info.as_dict()
-else:
-    # Proposed: headers as today, then the values member by member, CHUNK bytes at a time, straight
-    # from the zip stream (works for stored and deflated members alike); nothing held whole.
-    from pathlib import Path
-    headers = read_headers(Path(path))
-    CHUNK = 16 * 1024 * 1024
-    bad, ymin, ymax = 0, None, None
-    with zipfile.ZipFile(path) as zf:
-        for key, head in headers.items():
-            with zf.open(key + ".npy") as member:
-                np.lib.format.read_magic(member); np.lib.format.read_array_header_1_0(member)
-                step = max(1, CHUNK // head.dtype.itemsize) * head.dtype.itemsize
-                while buf := member.read(step):
-                    a = np.frombuffer(buf, dtype=head.dtype)
-                    if a.dtype.kind == "f":
-                        bad += a.size - int(np.count_nonzero(np.isfinite(a)))
-                    elif key == "y":
-                        ymin = int(a.min()) if ymin is None else min(ymin, int(a.min()))
-                        ymax = int(a.max()) if ymax is None else max(ymax, int(a.max()))
-    result = {"non_finite": bad, "y_range": [ymin, ymax]}
+result = module.validate_npz(path).as_dict()
 print(json.dumps({"peak_growth": rss("VmHWM:") - base, "result": str(result)[:200]}))
 '''
 
 
-def validator_memory(path: Path, mode: str) -> tuple[float, float, str]:
-    """(seconds, peak RSS growth MiB, short result) of one validator run in a fresh process."""
+def validator_memory(path: Path, source: Path) -> tuple[float, float, str]:
+    """(seconds, peak RSS growth MiB, short result) of `validate_npz` from the module file `source`,
+    run in a fresh process."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHUNKED_CHECK, mode, str(path), str(REPO)],
+    out = subprocess.run([sys.executable, "-c", VALIDATOR_MEMORY, str(source), str(path), str(REPO)],
                          capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - t
     data = json.loads(out.stdout.strip().splitlines()[-1])
@@ -216,6 +197,8 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where the data dir and dataset go")
+    parser.add_argument("--compare-rev", default="",
+                        help="also measure validate_npz as of this git revision (e.g. the commit before a change)")
     args = parser.parse_args()
     head = header(f"Upload of a {args.gib:g} GiB dataset: API RSS and throughput", sys.argv)
     df = shutil.disk_usage(args.tmp)
@@ -253,11 +236,20 @@ def main() -> int:
             for blob in blob_dir.glob("??/??/*"):
                 if blob.stat().st_size > MIB:
                     blob.unlink()  # keep disk use flat between repeats (the row stays; nothing reads it)
-        # validators in fresh processes, on the same file
-        current = validator_memory(data, "current")
-        chunked = validator_memory(data, "chunked")
-        print(f"validator in a subprocess: current {current[0]:.1f} s, peak +{current[1]:.0f} MiB; "
-              f"chunked {chunked[0]:.1f} s, peak +{chunked[1]:.0f} MiB ({chunked[2]})", flush=True)
+        # validators in fresh processes, on the same file: the working tree's, and --compare-rev's
+        validators = [("working tree", REPO / "core" / "data" / "validate.py")]
+        if args.compare_rev:
+            old = tmp / "validate_at_rev.py"
+            old.write_text(subprocess.run(["git", "show", f"{args.compare_rev}:core/data/validate.py"], cwd=REPO,
+                                          capture_output=True, text=True, check=True).stdout)
+            validators.append((f"at {args.compare_rev}", old))
+        measured = []
+        for _ in range(2):  # interleaved, twice
+            for name, source in validators:
+                seconds, peak, result = validator_memory(data, source)
+                measured.append((name, seconds, peak))
+                print(f"validate_npz ({name}) in a subprocess: {seconds:.1f} s, peak +{peak:.0f} MiB ({result})",
+                      flush=True)
 
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     ratio = statistics.median(r["upload_mbs"] / r["copy_mbs"] for r in rows)
@@ -281,9 +273,8 @@ def main() -> int:
     lines += ["",
               "Validator alone, each in a fresh subprocess on the same file (peak = VmHWM growth after imports):",
               "",
-              "| validator | seconds | peak RSS growth MiB |", "|---|---|---|",
-              f"| current `validate_npz` (loads every array whole) | {current[0]:.1f} | {current[1]:.0f} |",
-              f"| chunked check, 16 MiB reads (proposed) | {chunked[0]:.1f} | {chunked[1]:.0f} |",
+              "| `validate_npz` | seconds | peak RSS growth MiB |", "|---|---|---|",
+              *(f"| {name} | {seconds:.1f} | {peak:.0f} |" for name, seconds, peak in measured),
               "",
               "Targets:", "",
               (f"- RSS growth < {RSS_TARGET_MIB} MiB: streaming phase {med['stream_peak_mib']:.0f} MiB "

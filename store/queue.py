@@ -18,6 +18,9 @@ GPU_QUEUE = "gpu"
 # Redis re-delivers an unacknowledged message after this long. A job runs for hours and is acked
 # only when done (acks_late); a duplicate delivery is harmless (the claim fails), so make it rare.
 REDIS_VISIBILITY_TIMEOUT_S = 24 * 3600
+# An idle filesystem:// consumer lists the queue folder this often (kombu's default is 1 s, which
+# is then the typical dispatch delay); 10 directory listings a second cost next to nothing.
+FILESYSTEM_POLLING_INTERVAL_S = 0.1
 
 
 def broker_config(settings: Settings) -> dict[str, Any]:
@@ -29,7 +32,8 @@ def broker_config(settings: Settings) -> dict[str, Any]:
         queue, control = settings.broker_dir / "queue", settings.broker_dir / "control"
         for path in (queue, control):
             path.mkdir(parents=True, exist_ok=True)
-        options = {"data_folder_in": str(queue), "data_folder_out": str(queue), "control_folder": str(control)}
+        options = {"data_folder_in": str(queue), "data_folder_out": str(queue), "control_folder": str(control),
+                   "polling_interval": FILESYSTEM_POLLING_INTERVAL_S}
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         options = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
     return {

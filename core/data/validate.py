@@ -3,7 +3,10 @@
 Numpy only (the API imports this; it must not pull in torch). Validation runs in two passes:
 first the zip directory and every member's `.npy` header (dtype, shape, declared size — nothing
 is decompressed, so a zip bomb or a pickled array is refused before it costs anything), then the
-values (finite, label ranges, task compatibility).
+values (finite, label ranges, task compatibility). The second pass streams each member from the
+zip, `SLICE_BYTES` at a time, so `validate_npz` never holds an input array: its memory is a few
+slices plus the targets, whatever the size of x. `load_npz` runs the very same pass and also keeps
+the inputs, filling its float32 arrays slice by slice.
 
 Layout: `x`, `y` and the optional pairs `x_val`/`y_val`, `x_test`/`y_test`. `x` is (N, C, L) for
 1D inputs or (N, C, H, W) for 2D. Targets are stored canonically by `load_npz`: class labels
@@ -16,9 +19,10 @@ from __future__ import annotations
 import math
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -30,6 +34,7 @@ KEYS = tuple(k for pair in PAIRS.items() for k in pair)
 SPLIT_OF = {"x": "train", "x_val": "val", "x_test": "test"}
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float
 _DENSE = (TaskType.dense_binary.value, TaskType.dense_regression.value)
+SLICE_BYTES = 16 * 1024**2  # values are read this much at a time (rounded down to whole elements)
 
 
 @dataclass(frozen=True)
@@ -60,47 +65,57 @@ class DatasetInfo:
 class ArrayHeader:
     shape: tuple[int, ...]
     dtype: np.dtype
+    fortran_order: bool = False
 
 
 def validate_npz(path: str | Path, limits: DatasetLimits = DatasetLimits(),
                  task: str | None = None) -> DatasetInfo:
-    """Check an uploaded `.npz` completely; return what it holds or raise DatasetError."""
-    return load_npz(path, limits, task)[1]
+    """Check an uploaded `.npz` completely; return what it holds or raise DatasetError. The inputs
+    are checked as they stream from the archive and never held: memory stays at a few slices."""
+    return _check_npz(Path(path), limits, task, keep_inputs=False)[1]
 
 
 def load_npz(path: str | Path, limits: DatasetLimits = DatasetLimits(),
              task: str | None = None) -> tuple[dict[str, np.ndarray], DatasetInfo]:
     """Validate and load: x arrays as float32, targets in the canonical form of the task."""
-    path = Path(path)
+    return _check_npz(Path(path), limits, task, keep_inputs=True)
+
+
+def _check_npz(path: Path, limits: DatasetLimits, task: str | None,
+               keep_inputs: bool) -> tuple[dict[str, np.ndarray], DatasetInfo]:
     task = _check_task_name(task)
     headers = read_headers(path, limits)
     _check_layout(headers, limits)
-    raw = _load_arrays(path, headers)
-    arrays = {key: _as_float32(key, raw[key]) if key in PAIRS else _numeric(key, raw[key]) for key in raw}
-    task = task or infer_task(arrays["x"], arrays["y"])
+    arrays = _read_values(path, headers, keep_inputs)
+    shapes = {key: header.shape for key, header in headers.items()}
+    task = task or _infer_task(shapes["x"], arrays["y"])
     num_classes = None
     for x_key, y_key in PAIRS.items():
-        if x_key in arrays:
+        if x_key in headers:
             with np.errstate(over="ignore"):  # float64 targets beyond float32 become Inf: reported
-                arrays[y_key] = _numeric(y_key, _targets(y_key, arrays[y_key], arrays[x_key], task))
+                arrays[y_key] = _numeric(y_key, _targets(y_key, arrays[y_key], shapes[x_key], task))
     if task == TaskType.classification.value:
         num_classes = _check_classes(arrays, limits)
     elif task == TaskType.multilabel.value:
         num_classes = int(arrays["y"].shape[1])
     info = DatasetInfo(
-        samples=int(sum(arrays[k].shape[0] for k in PAIRS if k in arrays)),
-        input_shape=tuple(int(d) for d in arrays["x"].shape[1:]),
+        samples=int(sum(shapes[k][0] for k in PAIRS if k in shapes)),
+        input_shape=shapes["x"][1:],
         task_type=task,
         num_classes=num_classes,
         target_shape=tuple(int(d) for d in arrays["y"].shape[1:]),
-        splits={SPLIT_OF[k]: int(arrays[k].shape[0]) for k in PAIRS if k in arrays},
+        splits={SPLIT_OF[k]: shapes[k][0] for k in PAIRS if k in shapes},
     )
     return arrays, info
 
 
 def infer_task(x: np.ndarray, y: np.ndarray) -> str:
     """The task a target array implies for inputs `x` (see the module docstring for the rules)."""
-    if _dense_shape(x, y) is not None:
+    return _infer_task(x.shape, y)
+
+
+def _infer_task(x_shape: tuple[int, ...], y: np.ndarray) -> str:
+    if _dense_shape(x_shape, y) is not None:
         return TaskType.dense_binary.value if _is_binary(y) else TaskType.dense_regression.value
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -111,9 +126,9 @@ def infer_task(x: np.ndarray, y: np.ndarray) -> str:
     if y.ndim == 2 and _is_binary(y):
         return TaskType.multilabel.value
     raise DatasetError(
-        f"cannot tell the task from y of shape {_shape(y.shape)} and x of shape {_shape(x.shape)}: "
+        f"cannot tell the task from y of shape {_shape(y.shape)} and x of shape {_shape(x_shape)}: "
         "expected (N,) labels or targets, (N, K) 0/1 multilabel, or x's spatial dims "
-        f"{_shape(x.shape[2:])} for dense targets; non-binary (N, K) targets are not supported",
+        f"{_shape(x_shape[2:])} for dense targets; non-binary (N, K) targets are not supported",
         field="y")
 
 
@@ -156,16 +171,20 @@ def _key_of(name: str) -> str:
     return key
 
 
+def _parse_npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, Any]:
+    """(shape, fortran_order, dtype) from the start of a `.npy` member, which is left at the data."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+
+
 def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limits: DatasetLimits) -> ArrayHeader:
     try:
         with zf.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            shape, fortran_order, dtype = _parse_npy_header(member)
             header_bytes = member.tell()
     except DatasetError:
         raise
@@ -186,7 +205,7 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limits: D
     if info.file_size != declared:
         raise DatasetError(f"header declares shape {_shape(shape)} of {dtype} ({declared} bytes) "
                            f"but the member holds {info.file_size} bytes", field=key)
-    return ArrayHeader(tuple(int(d) for d in shape), dtype)
+    return ArrayHeader(tuple(int(d) for d in shape), dtype, bool(fortran_order))
 
 
 def _check_layout(headers: dict[str, ArrayHeader], limits: DatasetLimits) -> None:
@@ -223,31 +242,109 @@ def _check_layout(headers: dict[str, ArrayHeader], limits: DatasetLimits) -> Non
         raise DatasetError(f"{total} samples; the limit is {limits.max_samples}", field="x")
 
 
-def _load_arrays(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
-    arrays = {}
-    with np.load(path, allow_pickle=False) as npz:
-        for key in headers:
-            try:
-                arrays[key] = npz[key]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise DatasetError(f"cannot read the array data: {exc}", field=key) from None
+def _read_values(path: Path, headers: dict[str, ArrayHeader], keep_inputs: bool) -> dict[str, np.ndarray]:
+    """Every member's values, streamed: inputs are checked slice by slice (and kept as float32 only
+    when `keep_inputs`), targets are kept whole in their stored dtype (they are small next to x).
+    As when every array was loaded first: a member that cannot be read is reported before any
+    bad value, and bad values member by member, in archive order."""
+    arrays: dict[str, np.ndarray] = {}
+    inputs: dict[str, _InputCheck] = {}
+    with zipfile.ZipFile(path) as zf:
+        for key, header in headers.items():
+            if key in PAIRS:
+                check = inputs[key] = _InputCheck()
+                kept = _empty_like(header, np.float32) if keep_inputs else None
+                _stream(zf, key, header, check.add, kept)
+                if kept is not None:
+                    arrays[key] = np.ascontiguousarray(kept)
+            else:
+                arrays[key] = _empty_like(header, header.dtype)
+                _stream(zf, key, header, None, arrays[key])
+    for key in headers:
+        if key in PAIRS:
+            inputs[key].check(key)
+        else:
+            _numeric(key, arrays[key])
     return arrays
 
 
+def _empty_like(header: ArrayHeader, dtype: Any) -> np.ndarray:
+    return np.empty(header.shape, dtype, order="F" if header.fortran_order else "C")
+
+
+def _stream(zf: zipfile.ZipFile, key: str, header: ArrayHeader,
+            check: Callable[[np.ndarray], np.ndarray] | None, out: np.ndarray | None) -> None:
+    """Read member `key`'s data SLICE_BYTES (whole elements) at a time, in storage order; pass each
+    slice through `check` (which returns it in the dtype to keep) and copy it into `out` if given."""
+    itemsize = header.dtype.itemsize
+    step = max(1, SLICE_BYTES // itemsize) * itemsize
+    left = math.prod(header.shape) * itemsize
+    flat = None if out is None else out.reshape(-1, order="A")  # a view: C or F, as stored
+    done = 0
+    try:
+        with zf.open(f"{key}.npy") as member:
+            _parse_npy_header(member)
+            while left:
+                data = member.read(min(step, left))
+                if len(data) != min(step, left):
+                    raise EOFError("the array data ends early")
+                left -= len(data)
+                values = np.frombuffer(data, header.dtype)
+                if check is not None:
+                    values = check(values)
+                if flat is not None:
+                    flat[done:done + values.size] = values
+                done += values.size
+            member.read(1)  # at the end: the zip checks the member's CRC
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DatasetError(f"cannot read the array data: {exc}", field=key) from None
+
+
+@dataclass
+class _NonFinite:
+    """NaN and Inf counts of float values, added up slice by slice."""
+
+    bad: int = 0
+    nan: int = 0
+
+    def add(self, values: np.ndarray) -> None:
+        if values.dtype.kind == "f":
+            bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+            if bad:
+                self.bad += bad
+                self.nan += int(np.count_nonzero(np.isnan(values)))
+
+    def check(self, key: str) -> None:
+        if self.bad:
+            raise DatasetError(f"{self.bad} non-finite value(s) ({self.nan} NaN, {self.bad - self.nan} Inf)",
+                               field=key)
+
+
+@dataclass
+class _InputCheck:
+    """An input array must be finite in its stored dtype and still finite as float32."""
+
+    stored: _NonFinite = field(default_factory=_NonFinite)
+    as_float32: _NonFinite = field(default_factory=_NonFinite)
+
+    def add(self, values: np.ndarray) -> np.ndarray:
+        if values.dtype.kind == "f" and values.dtype.itemsize > 4:
+            self.stored.add(values)
+            with np.errstate(over="ignore"):  # overflow becomes Inf, which as_float32 then counts
+                values = values.astype(np.float32)
+        self.as_float32.add(values)  # bool and int values are always finite as float32
+        return values
+
+    def check(self, key: str) -> None:
+        self.stored.check(key)  # name NaN/Inf in the source before overflow adds its own
+        self.as_float32.check(key)
+
+
 def _numeric(key: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind == "f":
-        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-        if bad:
-            nan = int(np.count_nonzero(np.isnan(array)))
-            raise DatasetError(f"{bad} non-finite value(s) ({nan} NaN, {bad - nan} Inf)", field=key)
+    counts = _NonFinite()
+    counts.add(array)
+    counts.check(key)
     return array
-
-
-def _as_float32(key: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
-        _numeric(key, array)  # name NaN/Inf in the source before overflow adds its own
-    with np.errstate(over="ignore"):  # overflow becomes Inf, which _numeric then reports
-        return _numeric(key, np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _check_task_name(task: str | None) -> str | None:
@@ -260,9 +357,9 @@ def _check_task_name(task: str | None) -> str | None:
                            f"{', '.join(t.value for t in TaskType)}", field="task") from None
 
 
-def _dense_shape(x: np.ndarray, y: np.ndarray) -> tuple[int, ...] | None:
+def _dense_shape(x_shape: tuple[int, ...], y: np.ndarray) -> tuple[int, ...] | None:
     """y's per-sample shape with a singleton channel dropped, when it matches x's spatial dims."""
-    spatial = tuple(x.shape[2:])
+    spatial = tuple(x_shape[2:])
     per_sample = tuple(y.shape[1:])
     if per_sample == spatial:
         return spatial
@@ -275,14 +372,14 @@ def _is_binary(y: np.ndarray) -> bool:
     return y.dtype.kind == "b" or bool(np.all((y == 0) | (y == 1)))
 
 
-def _targets(key: str, y: np.ndarray, x: np.ndarray, task: str) -> np.ndarray:
-    """Check `y` fits `task` and return it in canonical form."""
+def _targets(key: str, y: np.ndarray, x_shape: tuple[int, ...], task: str) -> np.ndarray:
+    """Check `y` fits `task` (for inputs of shape `x_shape`) and return it in canonical form."""
     n = y.shape[0]
     if task in _DENSE:
-        spatial = _dense_shape(x, y)
+        spatial = _dense_shape(x_shape, y)
         if spatial is None:
             raise DatasetError(f"{task} needs targets shaped like x's spatial dims: (N, "
-                               f"{', '.join(map(str, x.shape[2:]))}); got {_shape(y.shape)}", field=key)
+                               f"{', '.join(map(str, x_shape[2:]))}); got {_shape(y.shape)}", field=key)
         if task == TaskType.dense_binary.value and not _is_binary(y):
             raise DatasetError("dense_binary targets must be 0 or 1", field=key)
         return np.ascontiguousarray(y.reshape(n, *spatial), dtype=np.float32)

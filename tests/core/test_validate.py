@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bad_datasets import BAD_DATASETS, BAD_FOR_TASK, GOOD_DATASETS
 
+from core.data import validate
 from core.data.validate import DatasetLimits, infer_task, load_npz, validate_npz
 from core.errors import DatasetError
 
@@ -120,6 +123,99 @@ def test_infer_task_directly():
     assert infer_task(x2, np.full((4, 1, 3, 3), 0.5)) == "dense_regression"
     with pytest.raises(DatasetError):
         infer_task(x1, np.zeros((4, 2, 5)) + 0.5)
+
+
+@pytest.mark.parametrize("name", [case[0] for case in BAD_DATASETS + GOOD_DATASETS])
+def test_tiny_slices_give_the_same_answers(tmp_path, monkeypatch, name):
+    """Values are read in slices; cut every array into many (36 bytes: 4 float64, 9 float32, 36 uint8)."""
+    build, expected = {case[0]: (case[1], case[-1]) for case in BAD_DATASETS + GOOD_DATASETS}[name]
+    path = tmp_path / f"{name}.npz"
+    build(path)
+    try:
+        whole = validate_npz(path)
+    except DatasetError as exc:
+        whole = exc.as_dict()
+    monkeypatch.setattr(validate, "SLICE_BYTES", 36)
+    try:
+        sliced = validate_npz(path)
+    except DatasetError as exc:
+        sliced = exc.as_dict()
+    assert sliced == whole
+    assert (whole.task_type if isinstance(whole, validate.DatasetInfo) else whole["param"]) == expected
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "deflated"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_x_larger_than_a_slice(tmp_path, monkeypatch, order, save, dtype):
+    """Many slices, C or Fortran order, stored or deflated: loads exactly, and a bad value in the last
+    slice (in storage order) is found and counted with the rest."""
+    monkeypatch.setattr(validate, "SLICE_BYTES", 300)
+    x = np.asarray(np.arange(30 * 3 * 50).reshape(30, 3, 50) % 251, dtype=dtype, order=order)
+    assert x.nbytes > 10 * validate.SLICE_BYTES and x.flags[f"{order}_CONTIGUOUS"]
+    y = np.arange(30) % 3
+    save(tmp_path / "good.npz", x=x, y=y, x_test=x[:4], y_test=y[:4])
+    arrays, info = load_npz(tmp_path / "good.npz")
+    assert info.input_shape == (3, 50) and info.num_classes == 3
+    for key in ("x", "x_test"):
+        assert arrays[key].dtype == np.float32 and arrays[key].flags.c_contiguous
+        np.testing.assert_array_equal(arrays[key], x[: len(arrays[key])].astype(np.float32))
+    assert validate_npz(tmp_path / "good.npz") == info
+    if dtype is np.uint8:
+        return
+    bad = x.copy(order=order)
+    bad[29, 2, 49] = np.nan  # the last element in storage order, C or F
+    bad[0, 0, 0] = np.inf
+    save(tmp_path / "bad.npz", x=bad, y=y)
+    with pytest.raises(DatasetError) as caught:
+        validate_npz(tmp_path / "bad.npz")
+    assert (caught.value.field, caught.value.message) == ("x", "2 non-finite value(s) (1 NaN, 1 Inf)")
+    if dtype is np.float64:  # finite as float64, Inf as float32: only in the last slice
+        bad = x.copy(order=order)
+        bad[29, 2, 49] = 1e300
+        save(tmp_path / "overflow.npz", x=bad, y=y)
+        with pytest.raises(DatasetError) as caught:
+            validate_npz(tmp_path / "overflow.npz")
+        assert (caught.value.field, caught.value.message) == ("x", "1 non-finite value(s) (0 NaN, 1 Inf)")
+
+
+PEAK_MEMORY = r"""
+import json, sys, tracemalloc
+from core.data.validate import load_npz, validate_npz
+tracemalloc.start()
+result = (validate_npz if sys.argv[1] == "validate" else load_npz)(sys.argv[2])
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "ok": bool(result)}))
+"""
+
+
+def _peak_mib(function: str, path: Path) -> float:
+    """Peak traced allocation (numpy's included) of one call in a fresh interpreter, in MiB."""
+    out = subprocess.run([sys.executable, "-c", PEAK_MEMORY, function, str(path)], capture_output=True,
+                         text=True, cwd=REPO, check=True).stdout
+    return json.loads(out.splitlines()[-1])["peak"] / 1024**2
+
+
+def test_validation_memory_does_not_grow_with_x(tmp_path):
+    """A 200 MiB x is checked in ~16 MiB slices: validate_npz peaks far below the array's size. The
+    same measurement of load_npz, which must hold x, shows it would catch a whole-array read."""
+    path = tmp_path / "big.npz"
+    rows, length = 200 * 1024**2 // (4 * 1024), 1024
+    block = np.linspace(-1, 1, 512 * length, dtype=np.float32).tobytes()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as member:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (rows, 1, length)}
+            np.lib.format.write_array_header_1_0(member, header)
+            for _ in range(rows // 512):
+                member.write(block)
+        zf.writestr("y.npy", _npy_bytes(np.arange(rows) % 2))
+    assert _peak_mib("validate", path) < 64
+    assert _peak_mib("load", path) > 200
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("module", ["core.data.validate", "core.data"])
