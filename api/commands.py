@@ -63,11 +63,7 @@ def _run_api(host: str, port: int, workers: int = 1) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     _migrate()  # once, here, before any worker process starts
-    workers = getattr(args, "workers", 1)  # a hand-built Namespace (tests/service/test_api_app.py) has none
-    if workers == 1:
-        _run_api(args.host, args.port)
-    else:
-        _run_api(args.host, args.port, workers)
+    _run_api(args.host, args.port, args.workers)
     return 0
 
 

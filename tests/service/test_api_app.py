@@ -95,8 +95,8 @@ def test_serve_migrates_a_fresh_database_before_starting(settings: Settings, mon
     monkeypatch.setenv("XMODAL_DATABASE_URL", f"sqlite:///{fresh}")
     reset_settings()
     dispose_engines()
-    started: list[tuple[str, int]] = []
-    monkeypatch.setattr(commands, "_run_api", lambda host, port: started.append((host, port)))
-    assert commands._serve(argparse.Namespace(host="127.0.0.1", port=8123)) == 0
-    assert started == [("127.0.0.1", 8123)]
+    started: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(commands, "_run_api", lambda host, port, workers: started.append((host, port, workers)))
+    assert commands._serve(argparse.Namespace(host="127.0.0.1", port=8123, workers=2)) == 0
+    assert started == [("127.0.0.1", 8123, 2)]
     assert "jobs" in inspect(get_engine(get_settings().database_url)).get_table_names()
