@@ -43,6 +43,19 @@ class StageTimer(Callback):
             return 0, 0.0
         return points[-1][0] - points[0][0], points[-1][1] - points[0][1]
 
+    def steps_by_stage(self) -> dict[str, int]:
+        """Optimizer steps per stage: one `on_progress` call per step (core's `TrainContext.step_done`)."""
+        return {stage: len(points) for stage, points in self.stamps.items()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0.0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
 
 def environment() -> str:
     return (f"torch {torch.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs visible, "

@@ -1,14 +1,28 @@
-"""Quality benchmark: ORCA vs plain fine-tuning vs the same body from scratch vs a classical baseline.
+"""Quality benchmark: every cross-modal method vs plain fine-tuning, the same body from scratch and a classical baseline.
 
-    .venv/bin/python bench/quality.py [--rows darcy16,dna-oct4-mafk,digits,gunpoint]
-                                      [--methods classical,finetune,scratch,orca] [--budget-minutes N]
+    .venv/bin/python bench/quality.py [--rows darcy16,burgers,dna-oct4-mafk,digits,gunpoint]
+                                      [--methods classical,finetune,scratch,orca,pare,mona,contrastive_pare]
+                                      [--seeds N] [--scale S | --budget-minutes M] [--out FILE] [--smoke]
 
-Every cell is a test metric (lower is better: 0-1 error, or relative L2 for Darcy), the wall time of
-the whole job (model load, data preparation, training, final evaluation) and the optimizer steps.
-ORCA / finetune / scratch share one refine-step budget per row (`max_steps`); ORCA's alignment
-stage adds `alignment.epochs` embedder-only steps on top, shown separately. Each finished cell is
-kept in bench/data/quality_cells.json (gitignored), so a later run of some methods (e.g. ORCA once
-`core.alignment` lands) merges into the same table; every cell records when it ran.
+Every cell is a test metric (lower is better: 0-1 error, or relative L2 for darcy16 / burgers), the
+wall time of the whole job (model load, data preparation, stage 1, refinement, final evaluation),
+the optimizer steps and the seeds (`training.seed`). With more than one seed a cell shows
+mean ± sample std over seeds.
+
+Step budget (one rule for every model method): each row has a refine budget B = max_steps x scale,
+the same for finetune, scratch, orca, pare, mona and contrastive_pare. Stage-1 steps (ORCA
+alignment: one step per alignment epoch; MoNA: one step per meta iteration; contrastive_pare: one
+step per target batch per contrastive epoch) are embedder(+head)-only steps that come ON TOP of B,
+as in the seed papers, where stage 1 precedes the same fine-tuning. The steps column shows
+`B + stage-1` so the total is visible. ORCA's alignment epochs and MoNA's iterations are scaled
+with `--scale` like B; a contrastive epoch cannot be shortened (its step count follows the train
+set size and the batch size).
+
+Finished cells are kept in a JSON file (gitignored, under bench/data/), keyed by row/method/seed,
+so runs of some rows or methods (in parallel processes, say) merge into one table. The table,
+the settings and a summary computed from the table (winner per row, does the best cross-modal
+method beat the classical baseline and the scratch body, are PaRe and MoNA ahead of ORCA) are
+written to --out (default bench/results/quality_methods.md).
 """
 
 from __future__ import annotations
@@ -19,33 +33,51 @@ import json
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import DATA, RESULTS, StageTimer, dataset_path, environment  # noqa: E402
+from bench.common import DATA, RESULTS, StageTimer, dataset_path, environment, mean_std
 
-SEED = 0
-METHODS = ("classical", "orca", "finetune", "scratch")
-CELLS = DATA / "quality_cells.json"
+COLUMNS = ("classical", "finetune", "scratch", "orca", "pare", "mona", "contrastive_pare")
+MODEL_METHODS = COLUMNS[1:]
+CROSS_MODAL = ("finetune", "orca", "pare", "mona", "contrastive_pare")  # pretrained body; scratch is the ablation
+BODY = "minilm-l6"
+CELLS = DATA / "quality_methods_cells.json"
+SMOKE_CELLS = DATA / "quality_methods_smoke_cells.json"
+OUT = RESULTS / "quality_methods.md"
+SMOKE_OUT = RESULTS / "quality_methods_smoke.md"
+PROTECTED = RESULTS / "quality.md"  # the earlier ORCA-only run, kept as it is
 
-# Per-row settings, chosen so one method-row takes ~2-4 minutes on 2 busy CPU cores with minilm-l6
-# (about 15-20 samples/s at 16-20 tokens with one thread). Tokens are kept small on purpose.
+# Per-row settings, chosen so one method-row-seed takes ~2-4 minutes on 2 busy CPU cores with
+# minilm-l6 (about 15-20 samples/s at 16-20 tokens with one thread). Tokens are kept small on purpose.
 ROWS: dict[str, dict] = {
     "darcy16": {"metric": "relative_l2", "seq": 16, "batch": 16, "max_steps": 240, "lr": 3e-4,
-                "validation_fraction": 0.1, "note": "16x16 -> 4x4 patches, 16 tokens"},
+                "validation_fraction": 0.1, "seeds": 3, "note": "16x16 -> 4x4 patches, 16 tokens"},
+    "burgers": {"metric": "relative_l2", "seq": 16, "batch": 16, "max_steps": 240, "lr": 3e-4,
+                "validation_fraction": 0.1, "seeds": 1,
+                "note": "(1,16) -> stride 1, 16 tokens; 1000 train / 200 test trajectories, u(t=0) -> u(t=1)"},
     "dna-oct4-mafk": {"metric": "error", "seq": 20, "batch": 32, "max_steps": 120, "lr": 1e-4,
-                      "validation_fraction": 0.05, "note": "(4,200) -> stride 10, 20 tokens"},
+                      "validation_fraction": 0.05, "seeds": 3, "note": "(4,200) -> stride 10, 20 tokens"},
     "digits": {"metric": "error", "seq": 16, "batch": 16, "max_steps": 240, "lr": 2e-4,
-               "validation_fraction": 0.1, "note": "8x8 -> 2x2 patches, 16 tokens"},
+               "validation_fraction": 0.1, "seeds": 1, "note": "8x8 -> 2x2 patches, 16 tokens"},
     "gunpoint": {"metric": "error", "seq": 15, "batch": 25, "max_steps": 150, "lr": 2e-4,
-                 "validation_fraction": 0.0, "note": "(1,150) -> stride 10, 15 tokens; 50 train samples, no val"},
+                 "validation_fraction": 0.0, "seeds": 1,
+                 "note": "(1,150) -> stride 10, 15 tokens; 50 train samples, no val"},
 }
-ALIGN = {"epochs": 15, "proxy": "wordnet", "proxy_samples": 1000, "maxsamples": 64}
+# One source proxy for every method that uses one (orca, pare, mona, contrastive_pare).
+PROXY = {"proxy": "wordnet", "proxy_samples": 1000}
+ALIGN = {"epochs": 15, "maxsamples": 64}  # ORCA; objective default otdd_exact, lr 10x, step decay
+MONA = {"iterations": 10, "variant": "second_order"}  # other mona fields: defaults
+CONTRASTIVE = {"epochs": 1}  # other contrastive fields: defaults; pare section: defaults
+BUDGET_RULE = ("Budget: the same refine budget B = max_steps x scale for every model method of a row; stage-1 "
+               "steps (ORCA alignment epochs, MoNA meta iterations, contrastive_pare contrastive batches; "
+               "embedder/head only) come on top of B, as in the seed papers. Steps are shown as `B + stage-1`.")
 
 
 # ---- classical baselines ----------------------------------------------------------------------
@@ -72,8 +104,8 @@ def classical(name: str, arrays: dict) -> tuple[str, float]:
     from sklearn.preprocessing import StandardScaler
 
     x, y, xt, yt = arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
-    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
-    if name == "darcy16":
+    flat = lambda a: a.reshape(len(a), -1)
+    if name in ("darcy16", "burgers"):  # ridge regression on the flattened input, relative L2 per sample
         model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(flat(x), flat(y))
         pred, true = model.predict(flat(xt)), flat(yt)
         rel = np.linalg.norm(pred - true, axis=1) / np.linalg.norm(true, axis=1)
@@ -93,166 +125,319 @@ def classical(name: str, arrays: dict) -> tuple[str, float]:
 
 # ---- cross-modal runs -------------------------------------------------------------------------
 
-def job_config(name: str, method: str, scale: float, lr: float | None = None) -> dict:
+def stage1_settings(scale: float) -> dict:
+    """ORCA alignment epochs and MoNA iterations scale with the budget (at least 1); a contrastive epoch cannot."""
+    return {"orca": max(1, round(ALIGN["epochs"] * scale)), "mona": max(1, round(MONA["iterations"] * scale)),
+            "contrastive_pare": CONTRASTIVE["epochs"]}
+
+
+def job_config(name: str, method: str, scale: float, seed: int, lr: float | None = None) -> dict:
     row = dict(ROWS[name], **({"lr": lr} if lr else {}))
-    max_steps = max(1, int(round(row["max_steps"] * scale)))
-    config = {
-        "method": "orca" if method == "orca" else "finetune",
-        "body": {"name": "minilm-l6", "pretrained": method != "scratch"},
+    budget = max(1, round(row["max_steps"] * scale))
+    stage1 = stage1_settings(scale)
+    config: dict = {
+        "method": "finetune" if method == "scratch" else method,
+        "body": {"name": BODY, "pretrained": method != "scratch"},
         "embedder": {"target_seq_len": row["seq"]},
-        "training": {"epochs": 10_000, "max_steps": max_steps, "batch_size": row["batch"], "lr": row["lr"],
-                     "warmup_fraction": 0.1, "schedule": "linear", "seed": SEED},
+        "training": {"epochs": 10_000, "max_steps": budget, "batch_size": row["batch"], "lr": row["lr"],
+                     "warmup_fraction": 0.1, "schedule": "linear", "seed": seed},
         "evaluation": {"validation_fraction": row["validation_fraction"]},
         # one checkpoint at the very end instead of one per epoch (gunpoint has 2 steps per epoch)
         "checkpoint": {"every_epochs": 10_000},
     }
+    if method in ("orca", "pare", "mona", "contrastive_pare"):
+        config["alignment"] = dict(PROXY)
     if method == "orca":
-        config["alignment"] = dict(ALIGN)
+        config["alignment"].update(ALIGN, epochs=stage1["orca"])
+    if method == "mona":
+        config["mona"] = dict(MONA, iterations=stage1["mona"])
+    if method == "contrastive_pare":
+        config["contrastive"] = dict(CONTRASTIVE)
     return config
 
 
-def cross_modal(name: str, method: str, scale: float, lr: float | None = None) -> dict:
+def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | None = None) -> dict:
     from core.config import parse_config
     from core.runner import run
 
-    config = job_config(name, method, scale, lr)
+    config = job_config(name, method, scale, seed, lr)
     timer = StageTimer()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
         result = run(parse_config(config), dataset_path(name), Path(out), callbacks=[timer],
                      device=torch.device("cpu"))
     wall = time.perf_counter() - start
-    refine_steps, refine_s = timer.span("refine")
-    align_steps = len(timer.stamps.get("align", []))
+    stages = timer.steps_by_stage()
+    refine_steps = stages.get("refine", 0)
+    stage1 = {stage: steps for stage, steps in stages.items() if stage != "refine"}
     return {"value": result.summary["test"][ROWS[name]["metric"]], "wall_s": wall,
-            "refine_steps": refine_steps + 1 if refine_steps else 0, "align_steps": align_steps,
-            "refine_s": refine_s, "config": config}
+            "steps": result.summary["steps"], "refine_steps": refine_steps, "stage1_steps": sum(stage1.values()),
+            "stage1": stage1, "config": config}
 
 
-# ---- table ------------------------------------------------------------------------------------
+# ---- cells ------------------------------------------------------------------------------------
 
-def load_cells(path: Path = CELLS) -> dict:
+def load_cells(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def save_cells(path: Path, cells: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cells, indent=1))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cells, indent=1))
+    tmp.replace(path)
 
 
-def fmt_cell(cell: dict | None, name: str) -> str:
-    if cell is None:
+def key(name: str, method: str, seed: int | None) -> str:
+    return f"{name}/{method}/{'-' if seed is None else seed}"
+
+
+def group(cells: dict, name: str, method: str) -> list[dict]:
+    prefix = f"{name}/{method}/"
+    return [cell for k, cell in sorted(cells.items()) if k.startswith(prefix)]
+
+
+def aggregate(cells: dict, name: str, method: str) -> dict | None:
+    """Mean/std of the successful seeds of a cell; None when nothing ran."""
+    runs = group(cells, name, method)
+    if not runs:
+        return None
+    ok = [c for c in runs if "error" not in c]
+    failed = [c for c in runs if "error" in c]
+    if not ok:
+        return {"failed": failed}
+    mean, std = mean_std([c["value"] for c in ok])
+    return {"mean": mean, "std": std, "n": len(ok), "runs": ok, "failed": failed,
+            "seeds": [c.get("seed") for c in ok]}
+
+
+# ---- table ------------------------------------------------------------------------------------
+
+def fmt_value(value: float, name: str) -> str:
+    return f"{value:.4f}" if ROWS[name]["metric"] == "relative_l2" else f"{value:.3f}"
+
+
+def fmt_cell(agg: dict | None, name: str) -> str:
+    if agg is None:
         return "—"
-    if "error" in cell:
-        return f"failed: {cell['error'][:60]}"
-    value = f"{cell['value']:.4f}" if ROWS[name]["metric"] == "relative_l2" else f"{cell['value']:.3f}"
-    if "label" in cell:
-        return f"**{value}** ({cell['label']}; {cell['wall_s']:.1f} s)"
-    steps = f"{cell['refine_steps']} steps"
-    if cell.get("align_steps"):
-        steps += f" + {cell['align_steps']} align"
-    return f"**{value}** ({cell['wall_s'] / 60:.1f} min, {steps})"
+    if "mean" not in agg:
+        return f"failed ({type_of(agg['failed'][0])})"
+    runs = agg["runs"]
+    value = fmt_value(agg["mean"], name)
+    if agg["n"] > 1:
+        value += f" ± {fmt_value(agg['std'], name)}"
+    if "label" in runs[0]:
+        text = f"**{value}**<br>{runs[0]['label']}; {runs[0]['wall_s']:.1f} s; seed n/a (deterministic)"
+    else:
+        wall = sum(c["wall_s"] for c in runs) / len(runs)
+        steps = sorted({(c["refine_steps"], c["stage1_steps"]) for c in runs})
+        steps_text = ", ".join(f"{r} + {s}" if s else f"{r}" for r, s in steps)
+        seeds = ",".join(str(s) for s in agg["seeds"])
+        text = (f"**{value}**<br>{wall / 60:.1f} min{'/run' if len(runs) > 1 else ''}; {steps_text} steps; "
+                f"seed{'s' if len(runs) > 1 else ''} {seeds}")
+    if agg["failed"]:
+        text += f"<br>{len(agg['failed'])} seed(s) failed"
+    return text
 
 
-def write_table(cells: dict, command: str) -> Path:
-    lines = [
-        "# Quality: cross-modal fine-tuning vs baselines (minilm-l6 body, CPU)", "",
-        f"Command: `{command}`  ", f"Table written: {dt.datetime.now().isoformat(timespec='seconds')}  ",
-        f"Environment: {environment()}  ", f"Seed: training.seed = {SEED} for every model run; dataset splits "
-        "from core.data.fetch (seed 0 where the source has no test split).", "",
-        "Cells: **test metric, lower is better** (0-1 error; relative L2 for darcy16), then wall time of the "
-        "whole job (model load, data preparation, training, final test evaluation) and refine optimizer steps "
-        "(ORCA: + embedder-only alignment steps, one per alignment epoch).", "",
-        "| dataset (metric) | classical | ORCA | finetune | scratch |", "|---|---|---|---|---|",
-    ]
-    for name in ROWS:
-        row = cells.get(name, {})
-        lines.append(f"| {name} ({ROWS[name]['metric']}) | " + " | ".join(fmt_cell(row.get(m), name)
-                                                                    for m in METHODS) + " |")
-    lines += ["", "Settings per row (same for ORCA / finetune / scratch; scratch = `body.pretrained: false`):", ""]
-    scales = sorted({cell.get("scale") for row in cells.values() for cell in row.values() if cell.get("scale")})
-    lines.append(f"Step scale(s) used (max_steps below x scale, rounded): {scales}")
-    lines.append("")
-    for name, row in ROWS.items():
-        lines.append(f"- **{name}**: {row['note']}; batch {row['batch']}, max_steps {row['max_steps']}, AdamW "
-                     f"lr {row['lr']:g}, linear warm-up 10% then linear decay, clip 1.0, validation_fraction "
-                     f"{row['validation_fraction']} (best-on-validation weights are tested; none: final weights)")
-    lines.append(f"- **ORCA alignment**: {ALIGN} (objective default otdd_exact, lr 10x, step decay)")
+def type_of(cell: dict) -> str:
+    return cell["error"].split(":", 1)[0]
+
+
+def compare(a: dict | None, b: dict | None) -> str:
+    """'<' / '=' / '>' on the means, with a note when seed noise covers the gap."""
+    if not a or not b or "mean" not in a or "mean" not in b:
+        return "n/a"
+    gap = b["mean"] - a["mean"]
+    sign = "<" if gap > 0 else ("=" if gap == 0 else ">")
+    if a["n"] > 1 or b["n"] > 1:  # a deterministic baseline has std 0
+        noise = (a["std"] ** 2 + b["std"] ** 2) ** 0.5
+        return sign + (" (within seed noise)" if abs(gap) <= noise else " (beyond seed noise)")
+    return sign + " (single seed)"
+
+
+def verdict(comparison: str, yes: str, no: str) -> str:
+    if comparison == "n/a":
+        return "n/a (missing or failed cell)"
+    word = {"<": yes, "=": "tie", ">": no}[comparison[0]]
+    return word + comparison[1:]
+
+
+def summary_lines(cells: dict, rows: list[str]) -> list[str]:
+    lines = ["## Summary (computed from the table above)", "",
+             "Lower is better. `best cross-modal` = the lowest mean among " + ", ".join(CROSS_MODAL) +
+             " (pretrained body). With several seeds a gap counts as beyond seed noise when it exceeds "
+             "sqrt(std_a² + std_b²); a single seed says nothing about noise.", ""]
+    counts = {"beats classical": 0, "beats scratch": 0, "pare ahead of orca": 0, "mona ahead of orca": 0}
+    for name in rows:
+        aggs = {m: aggregate(cells, name, m) for m in COLUMNS}
+        done = {m: a for m, a in aggs.items() if a and "mean" in a}
+        if not done:
+            continue
+        best_value = min(a["mean"] for a in done.values())
+        winners = [m for m, a in done.items() if a["mean"] == best_value]
+        cross = {m: done[m] for m in CROSS_MODAL if m in done}
+        lines.append(f"**{name}** ({ROWS[name]['metric']}): winner {' = '.join(winners)} "
+                     f"({fmt_value(best_value, name)}); missing/failed: "
+                     f"{', '.join(m for m in COLUMNS if m not in done) or 'none'}")
+        if cross:
+            best = min(cross, key=lambda m: cross[m]["mean"])
+            vs_classical = compare(cross[best], aggs["classical"])
+            vs_scratch = compare(cross[best], aggs["scratch"])
+            lines.append(f"- best cross-modal: {best} ({fmt_value(cross[best]['mean'], name)})")
+            lines.append(f"- beats the classical baseline: {verdict(vs_classical, 'yes', 'no')}")
+            lines.append(f"- beats the scratch body: {verdict(vs_scratch, 'yes', 'no')}")
+            counts["beats classical"] += vs_classical.startswith("<")
+            counts["beats scratch"] += vs_scratch.startswith("<")
+        pare, mona = compare(aggs["pare"], aggs["orca"]), compare(aggs["mona"], aggs["orca"])
+        lines.append(f"- PaRe ahead of ORCA: {verdict(pare, 'yes', 'no')}; MoNA ahead of ORCA: "
+                     f"{verdict(mona, 'yes', 'no')}; seed papers' ordering (both ahead) holds: "
+                     f"{'yes' if pare.startswith('<') and mona.startswith('<') else 'no'}")
+        counts["pare ahead of orca"] += pare.startswith("<")
+        counts["mona ahead of orca"] += mona.startswith("<")
+        lines.append("")
+    shown = sum(1 for name in rows if any(aggregate(cells, name, m) for m in COLUMNS))
+    lines.append("Over the " + str(shown) + " row(s): " + "; ".join(f"{k}: {v}" for k, v in counts.items()))
+    return lines
+
+
+def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, invocation_s: float | None) -> Path:
+    if out.resolve() == PROTECTED.resolve():
+        raise SystemExit(f"refusing to overwrite {PROTECTED} (the earlier run); pick another --out")
+    rows = [name for name in ROWS if any(k.startswith(f"{name}/") for k in cells)]
+    scales = sorted({c.get("scale") for c in cells.values() if c.get("scale") is not None})
+    lines = [f"# Quality: cross-modal methods vs fine-tuning, scratch and classical baselines ({BODY} body, CPU)", ""]
+    if smoke:
+        lines += ["> **SMOKE RUN.** Tiny step budget (scale " + ", ".join(f"{s:g}" for s in scales) + "), "
+                  "seeds as listed: "
+                  "this only shows that every cell of the pipeline runs end to end. **The numbers say nothing "
+                  "about the quality of any method** and must not be compared or quoted.", ""]
+    lines += [f"Command: `{command}`  ", f"Table written: {dt.datetime.now().isoformat(timespec='seconds')}  ",
+              f"Environment: {env}  "]
+    if invocation_s:
+        lines.append(f"This invocation took {invocation_s / 60:.1f} min wall time; sum of the cells' wall times "
+                     f"in the table: {sum(c.get('wall_s', 0.0) for c in cells.values()) / 60:.1f} min.  ")
+    lines += [("Seeds: `training.seed` = 0, 1, ... per run; dataset splits from core.data.fetch (seed 0 where the "
+               "source has no test split). The classical baselines are deterministic and run once."), "",
+              ("Cells: **test metric, lower is better** (0-1 error; relative L2 for darcy16 and burgers; mean ± "
+               "sample std over seeds when more than one), then wall time of the whole job (model load, data "
+               "preparation, stage 1, refinement, final test evaluation; mean per run), optimizer steps "
+               "`refine + stage-1`, and the seeds."), "", f"**{BUDGET_RULE}**", "",
+              "| dataset (metric) | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name in rows:
+        lines.append(f"| {name} ({ROWS[name]['metric']}) | " +
+                     " | ".join(fmt_cell(aggregate(cells, name, m), name) for m in COLUMNS) + " |")
+    lines += ["", f"Step scale(s) used: {scales}" + (" — MIXED: cells ran at different scales" if len(scales) > 1
+                                                      else ""), ""]
+    lines += ["Settings (same for every model method of a row; scratch = finetune with `body.pretrained: false`):", ""]
+    for name in rows:
+        row = ROWS[name]
+        budgets = ", ".join(str(max(1, round(row["max_steps"] * s))) for s in scales)
+        lines.append(f"- **{name}**: {row['note']}; batch {row['batch']}, refine budget B = {row['max_steps']} x "
+                     f"scale = {budgets} steps, AdamW lr {row['lr']:g}, linear warm-up 10% then linear decay, "
+                     f"clip 1.0, validation_fraction {row['validation_fraction']} (best-on-validation weights are "
+                     f"tested; none: final weights); default seeds {row['seeds']}")
+    for scale in scales:
+        stage1 = stage1_settings(scale)
+        lines.append(f"- **method settings at scale {scale:g}**: source proxy for orca/pare/mona/contrastive_pare "
+                     f"{PROXY}; orca alignment {dict(ALIGN, epochs=stage1['orca'])} (objective otdd_exact, lr 10x, "
+                     f"step decay); pare: core defaults (k0 half the tokens, w by task, k/k0, 1 Gumbel epoch, "
+                     f"tau 0.9); mona {dict(MONA, iterations=stage1['mona'])} (inner_lr 1e-3, lambda 1, beta 10x "
+                     f"lr, source batch 32); contrastive_pare contrastive {CONTRASTIVE} (noise scales 0.1/0.3/0.5 "
+                     f"x 2 steps, tau 0.1), then PaRe with attention scores; checkpoint.every_epochs 10000")
+    failures = [(k, c) for k, c in sorted(cells.items()) if "error" in c]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for k, cell in failures:
+            lines += [f"**{k}** ({cell.get('ran', '?')}): `{cell['error']}`", "", "```",
+                      cell.get("traceback", "").rstrip(), "```", ""]
+    lines += [""] + summary_lines(cells, rows)
     lines += ["", "When each cell ran:", ""]
-    for name in ROWS:
-        for method in METHODS:
-            cell = cells.get(name, {}).get(method)
-            if cell:
-                lines.append(f"- {name} / {method}: {cell.get('ran', '?')}")
-    lines += ["", "Reference figures on this machine (from the brief): DNA 4-mer LR 81-82.5% accuracy, "
-              "DeepBind-style CNN 96.5%; Darcy16 ridge 0.24 relative L2, FNO 0.088; digits RBF SVM 99.3%; "
-              "GunPoint MiniRocket 99.3%.", ""]
-    path = RESULTS / "quality.md"
-    notes = RESULTS / "quality_notes.md"
+    lines += [f"- {k}: {c.get('ran', '?')}" for k, c in sorted(cells.items())]
+    notes = out.with_name(out.stem + "_notes.md")
     if notes.exists():  # hand-written analysis kept beside the generated table
-        lines += [notes.read_text()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        lines += ["", notes.read_text()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(COLUMNS))
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per row (0..N-1); default per row: 3 for darcy16 and dna-oct4-mafk, 1 otherwise")
     parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="scale every row's max_steps so the model runs fit about this many minutes "
-                             "(estimated at 4 min per method-row at the default steps)")
+                        help="scale every row's budget so the model runs fit about this many minutes "
+                             "(estimated at 4 min per method-row-seed at scale 1)")
     parser.add_argument("--scale", type=float, default=None,
-                        help="multiply every row's max_steps by this (overrides --budget-minutes)")
+                        help="multiply every row's refine budget (and ORCA/MoNA stage 1) by this "
+                             "(overrides --budget-minutes)")
     parser.add_argument("--lr", type=float, default=None, help="override every row's peak lr")
-    parser.add_argument("--cells", type=Path, default=CELLS, help="where finished cells are kept (JSON)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="label the output as a smoke run; default cells/out become the *_smoke files")
+    parser.add_argument("--cells", type=Path, default=None, help="where finished cells are kept (JSON)")
+    parser.add_argument("--out", type=Path, default=None, help="the markdown table to write")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="cells files from other runs (e.g. rows run in parallel) to merge, then redraw")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on 2 shared cores: 2 threads thrash under load)")
     args = parser.parse_args()
+    cells_path = args.cells or (SMOKE_CELLS if args.smoke else CELLS)
+    out = args.out or (SMOKE_OUT if args.smoke else OUT)
     torch.set_num_threads(args.threads)
     rows = [r for r in args.rows.split(",") if r]
     methods = [m for m in args.methods.split(",") if m]
-    model_runs = len(rows) * len([m for m in methods if m != "classical"])
+    unknown = [r for r in rows if r not in ROWS] + [m for m in methods if m not in COLUMNS]
+    if unknown:
+        parser.error(f"unknown row(s)/method(s): {unknown}")
+    seeds = {name: list(range(args.seeds or ROWS[name]["seeds"])) for name in rows}
+    model_runs = sum(len(seeds[name]) for name in rows) * len([m for m in methods if m != "classical"])
     scale = 1.0
     if args.budget_minutes and model_runs:
         scale = min(4.0, args.budget_minutes / (4.0 * model_runs))
     if args.scale:
         scale = args.scale
-    command = "bench/quality.py " + " ".join(sys.argv[1:])
+    command = ".venv/bin/python bench/quality.py " + " ".join(sys.argv[1:])
     for other in args.merge:
-        merged = load_cells(args.cells)
-        for name, row in load_cells(other).items():
-            merged.setdefault(name, {}).update(row)
-        save_cells(args.cells, merged)
-    print(f"rows {rows}, methods {methods}, step scale {scale:.2f}, seed {SEED}; {environment()}", flush=True)
-    cells = load_cells(args.cells)
+        merged = load_cells(cells_path)
+        merged.update(load_cells(other))
+        save_cells(cells_path, merged)
+    started, ran_any = time.perf_counter(), False
+    env = environment()  # load average at the start of this invocation
+    print(f"rows {rows}, methods {methods}, seeds {seeds}, step scale {scale:.3f}; {env}", flush=True)
+    print(BUDGET_RULE, flush=True)
+    stage1 = stage1_settings(scale)
+    print(f"stage 1 at this scale: orca alignment epochs {stage1['orca']}, mona iterations {stage1['mona']} "
+          f"(variant {MONA['variant']}), contrastive epochs {stage1['contrastive_pare']}; proxy {PROXY}", flush=True)
     for name in rows if methods else []:
         path = dataset_path(name)
         for method in methods:
-            stamp = dt.datetime.now().isoformat(timespec="seconds")
-            try:
-                if method == "classical":
-                    start = time.perf_counter()
-                    with np.load(path) as data:
-                        label, value = classical(name, dict(data))
-                    cell = {"value": value, "label": label, "wall_s": time.perf_counter() - start}
-                else:
-                    cell = cross_modal(name, method, scale, args.lr)
-            except Exception as exc:  # keep going: one broken method must not lose the other cells
-                cell = {"error": f"{type(exc).__name__}: {exc}"}
-            cell["ran"] = stamp
-            cell["scale"] = scale
-            cells = load_cells(args.cells)  # re-read: another process may have added cells meanwhile
-            cells.setdefault(name, {})[method] = cell
-            save_cells(args.cells, cells)
-            print(f"{name:>14} {method:>9}: {fmt_cell(cell, name)}", flush=True)
-            if args.cells == CELLS:  # side runs with their own --cells leave the main table alone
-                write_table(cells, command)
-    if args.cells == CELLS:
-        print(write_table(load_cells(args.cells), command))
+            for seed in [None] if method == "classical" else seeds[name]:
+                stamp = dt.datetime.now().isoformat(timespec="seconds")
+                try:
+                    if method == "classical":
+                        start = time.perf_counter()
+                        with np.load(path) as data:
+                            label, value = classical(name, dict(data))
+                        cell = {"value": value, "label": label, "wall_s": time.perf_counter() - start}
+                    else:
+                        cell = cross_modal(name, method, scale, seed, args.lr)
+                except Exception as exc:  # noqa: BLE001 - keep going: one broken method must not lose the other cells
+                    cell = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+                    print(cell["traceback"], file=sys.stderr, flush=True)
+                cell.update(ran=stamp, scale=scale, seed=seed)
+                cells = load_cells(cells_path)  # re-read: another process may have added cells meanwhile
+                cells[key(name, method, seed)] = cell
+                save_cells(cells_path, cells)
+                single = {"mean": cell.get("value"), "std": 0.0, "n": 1, "runs": [cell], "failed": [], "seeds": [seed]}
+                shown = cell["error"][:100] if "error" in cell else fmt_cell(single, name)
+                print(f"{name:>14} {method:>16} seed {seed}: {shown.replace('<br>', '; ')}", flush=True)
+                ran_any = True
+                write_table(cells, command, out, args.smoke, env, time.perf_counter() - started)
+    print(write_table(load_cells(cells_path), command, out, args.smoke, env,
+                      time.perf_counter() - started if ran_any else None))
 
 
 if __name__ == "__main__":
