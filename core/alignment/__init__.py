@@ -19,14 +19,24 @@ class AlignmentObjective(Protocol):
         """Scalar, differentiable w.r.t. target_features (M, d); target_labels (M,) int64."""
         ...
 
+    def state_dict(self) -> dict:
+        """What a checkpoint needs for a bit-identical resume (tensors / plain lists; may be empty)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
 
 def build_objective(name: str, source_features: torch.Tensor, source_labels: torch.Tensor, *,
-                    epsilon: float = 0.1) -> AlignmentObjective:
-    """The objective `name` against a fixed source; every source-only quantity is computed here, once."""
+                    epsilon: float = 0.1, **otdd_options) -> AlignmentObjective:
+    """The objective `name` against a fixed source; every source-only quantity is computed here, once.
+
+    `otdd_options` go to `OTDD` (e.g. `label_solver="emd"`, `label_epsilon`, `rtol`, `warm_start`).
+    """
     if name == "otdd_exact":
-        return OTDD(source_features, source_labels, epsilon=epsilon, inner="exact")
+        return OTDD(source_features, source_labels, epsilon=epsilon, inner="exact", **otdd_options)
     if name == "otdd_gaussian":
-        return OTDD(source_features, source_labels, epsilon=epsilon, inner="gaussian")
+        return OTDD(source_features, source_labels, epsilon=epsilon, inner="gaussian", **otdd_options)
     if name == "mmd":
         return MMD(source_features, source_labels)
     if name == "l2":

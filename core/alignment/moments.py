@@ -10,7 +10,18 @@ BANDWIDTH_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 CHUNK = 1024
 
 
-class MMD:
+class Stateless:
+    """Objectives with nothing to checkpoint still offer the `state_dict` pair (ORCA registers every
+    objective with the checkpointing context, which saves and restores it like an optimizer)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class MMD(Stateless):
     """Biased (V-statistic) MMD^2 with k = mean over bandwidths of exp(-||x - y||^2 / (2 s^2)).
 
     Biased so that it is >= 0 and exactly 0 for identical sets. Bandwidths s^2 = factor * median
@@ -38,7 +49,7 @@ class MMD:
         return value.to(target_features.dtype)
 
 
-class MeanL2:
+class MeanL2(Stateless):
     """||mean(target) - mean(source)||^2 (labels ignored): matches first moments only."""
 
     def __init__(self, source_features: torch.Tensor, source_labels: torch.Tensor | None = None) -> None:

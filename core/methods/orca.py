@@ -35,6 +35,7 @@ def align(ctx: TrainContext) -> None:
     bank = load_proxy_bank(cfg.proxy, ctx.body, cfg.proxy_samples, ctx.config.embedder.target_seq_len)
     objective = build_objective(cfg.objective, bank.features.to(ctx.device), bank.labels.to(ctx.device),
                                 epsilon=cfg.epsilon)
+    ctx.register_optimizer("align_objective", objective)  # OTDD's warm-start store: exact resume
     labels = torch.from_numpy(alignment_labels(ctx))
     classes, counts = torch.unique(labels, return_counts=True)
     weights = counts.double() / counts.sum()

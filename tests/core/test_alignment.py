@@ -7,8 +7,10 @@ import torch
 
 from core.alignment import build_objective, kmeans_pseudo_labels
 from core.alignment import otdd as otdd_module
-from core.alignment.sinkhorn import sinkhorn
+from core.alignment.labels import LabelCosts, exact_w2, gaussian_w2, GaussianStats
+from core.alignment.sinkhorn import sinkhorn, sinkhorn_batched, squared_distances
 from core.errors import ConfigError
+from core.training.state import load_state, save_state
 
 
 def labelled(seed: int, n: int = 60, d: int = 4, classes: int = 3, shift: float = 0.0, spread: float = 3.0,
@@ -19,8 +21,8 @@ def labelled(seed: int, n: int = 60, d: int = 4, classes: int = 3, shift: float 
     return scale * (means[y] + 0.5 * torch.randn(n, d, generator=g) + shift), y
 
 
-def otdd(source, target, name="otdd_exact", eps=0.1):
-    return float(build_objective(name, *source, epsilon=eps)(*target))
+def otdd(source, target, name="otdd_exact", eps=0.1, **options):
+    return float(build_objective(name, *source, epsilon=eps, **options)(*target))
 
 
 def pot_entropic(cost, eps):
@@ -31,11 +33,21 @@ def pot_entropic(cost, eps):
     return float((plan * cost).sum() + eps * (plan[mask] * np.log(plan[mask] / np.outer(a, b)[mask])).sum())
 
 
-def brute_force_otdd(source, target, eps):
-    """Full augmented costs (label W by ot.emd2 on the clouds), entropic OT_eps via POT, debiased."""
+def debiased_pot(x1, x2, eps):
+    """Debiased Sinkhorn divergence between two uniform clouds, by POT."""
+    return (pot_entropic(ot.dist(x1, x2), eps) - 0.5 * pot_entropic(ot.dist(x1, x1), eps)
+            - 0.5 * pot_entropic(ot.dist(x2, x2), eps))
+
+
+def brute_force_otdd(source, target, eps, label_solver="emd"):
+    """Full augmented costs (label W by ot.emd2 on the clouds, or POT's debiased Sinkhorn at eps),
+    entropic OT_eps via POT, debiased."""
     def label_w(x1, y1, x2, y2):
-        return {(i, j): ot.emd2(ot.unif(int((y1 == i).sum())), ot.unif(int((y2 == j).sum())),
-                                ot.dist(x1[y1 == i], x2[y2 == j]))
+        def w(p, q):
+            if label_solver == "emd":
+                return ot.emd2(ot.unif(len(p)), ot.unif(len(q)), ot.dist(p, q))
+            return debiased_pot(p, q, eps)
+        return {(i, j): 0.0 if (x1 is x2 and i == j) else w(x1[y1 == i], x2[y2 == j])
                 for i in np.unique(y1) for j in np.unique(y2)}
 
     def ot_eps(x1, y1, x2, y2):
@@ -74,18 +86,45 @@ def test_otdd_grows_with_shift():
     assert all(b > a for a, b in zip(values, values[1:])), values
 
 
-@pytest.mark.parametrize("eps", [0.1])
-def test_otdd_matches_brute_force_on_tiny_data(eps):
+@pytest.mark.parametrize("label_solver", ["emd", "sinkhorn"])
+def test_otdd_matches_brute_force_on_tiny_data(label_solver):
     """Costs of a few units (POT's plain log-domain Sinkhorn converges there in a few thousand steps)."""
     source, target = labelled(0, n=24, d=3, scale=0.4), labelled(1, n=18, d=3, shift=0.5, scale=0.4)
-    assert otdd(source, target, eps=eps) == pytest.approx(brute_force_otdd(source, target, eps), rel=1e-3, abs=1e-3)
+    ours = otdd(source, target, label_solver=label_solver)
+    assert ours == pytest.approx(brute_force_otdd(source, target, 0.1, label_solver), rel=1e-3, abs=1e-3)
 
 
-def test_single_target_label_as_orca_calls_it_matches_brute_force():
+@pytest.mark.parametrize("label_solver", ["emd", "sinkhorn"])
+def test_single_target_label_as_orca_calls_it_matches_brute_force(label_solver):
+    """The single-label shortcut (plain feature cost + <b, W^2(t, y_j)>) against the full augmented problem."""
     source = labelled(0, n=30, d=3, scale=0.4)
     xt = labelled(2, n=16, d=3, shift=1.0, scale=0.4)[0]
     target = (xt, torch.zeros(16, dtype=torch.long))
-    assert otdd(source, target) == pytest.approx(brute_force_otdd(source, target, 0.1), rel=1e-3)
+    ours = otdd(source, target, label_solver=label_solver)
+    assert ours == pytest.approx(brute_force_otdd(source, target, 0.1, label_solver), rel=1e-3)
+
+
+def test_a_per_column_constant_leaves_plan_and_gradient_unchanged_and_shifts_the_value_by_b_dot_w():
+    """The identity behind the single-label shortcut: OT_eps(C + 1 w^T) = OT_eps(C) + <b, w>, same plan."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(20, 3, generator=g), torch.randn(35, 3, generator=g)
+    cost = squared_distances(x, y).double()
+    w = 5 * torch.rand(35, generator=g, dtype=torch.float64)
+    a, b = torch.full((20,), 1 / 20), torch.rand(35, generator=g, dtype=torch.float64) + 0.5
+    b = b / b.sum()
+    plain, shifted = sinkhorn(cost, a, b, 0.1, rtol=1e-13), sinkhorn(cost + w, a, b, 0.1, rtol=1e-13)
+    assert shifted.value == pytest.approx(plain.value + float(b @ w), rel=1e-9)
+    assert torch.allclose(shifted.plan, plain.plan, atol=1e-6)  # both stopped at a (value) tolerance
+    assert torch.allclose(shifted.g - plain.g, w + float((shifted.g - plain.g - w).mean()), atol=1e-4)
+    # ... so the objective's gradient w.r.t. the target does not depend on the label term either
+    source, xt = labelled(0, n=30, d=3), labelled(1, n=10, d=3, shift=1.0)[0].double().requires_grad_()
+    zeros = torch.zeros(10, dtype=torch.long)
+    grads = []
+    for solver in ("emd", "sinkhorn"):
+        xt.grad = None
+        build_objective("otdd_exact", *source, label_solver=solver, rtol=1e-9)(xt, zeros).backward()
+        grads.append(xt.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 def test_warm_start_does_not_change_the_value():
@@ -120,9 +159,9 @@ def test_otdd_gradient_matches_finite_differences(monkeypatch):
     frozen = {}
 
     class FrozenLabelCosts(otdd_module.LabelCosts):
-        def between(self, other, symmetric=False):
+        def between(self, other, symmetric=False, **options):
             if symmetric not in frozen:
-                frozen[symmetric] = super().between(other, symmetric)
+                frozen[symmetric] = super().between(other, symmetric, **options)
             return frozen[symmetric]
 
     monkeypatch.setattr(otdd_module, "LabelCosts", FrozenLabelCosts)
