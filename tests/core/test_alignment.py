@@ -203,3 +203,91 @@ def test_kmeans_pseudo_labels_shape_range_and_clipping():
     two_rows = np.array([[0.0], [1.0]] * 5)
     assert set(kmeans_pseudo_labels(two_rows, k=10).tolist()) == {0, 1}
     assert np.array_equal(kmeans_pseudo_labels(targets, k=4, seed=0), labels)
+
+
+@pytest.mark.parametrize("name", ["otdd_exact", "otdd_gaussian", "mmd", "l2"])
+def test_state_dict_round_trip_through_checkpoint_format_resumes_bit_identically(name, tmp_path):
+    """The warm-start store changes results within the solver tolerance, so a resumed run restores it."""
+    source = labelled(0, n=60, scale=0.5)
+    running, fresh = build_objective(name, *source), build_objective(name, *source)
+    zeros = torch.zeros(32, dtype=torch.long)
+    for step in range(3):
+        running(labelled(3, n=32, shift=1.0 + 0.1 * step, scale=0.5)[0], zeros)
+    running(labelled(4, n=30, shift=0.5, scale=0.5)[0], torch.arange(30) % 2)  # a multi-label entry too
+    save_state(tmp_path, "objective", {"objective": running.state_dict()})  # safetensors + JSON, no pickle
+    fresh.load_state_dict(load_state(tmp_path, "objective")["objective"])
+    for labels in (zeros, torch.arange(32) % 2):
+        x1 = labelled(3, n=32, shift=1.35, scale=0.5)[0].requires_grad_()
+        x2 = x1.detach().clone().requires_grad_()
+        v1, v2 = running(x1, labels), fresh(x2, labels)
+        v1.backward()
+        v2.backward()
+        assert float(v1.detach()) == float(v2.detach())
+        assert torch.equal(x1.grad, x2.grad)
+
+
+def test_batched_sinkhorn_with_padding_matches_separate_solves():
+    g = torch.Generator().manual_seed(1)
+    clouds = [(torch.randn(n, 3, generator=g), torch.randn(m, 3, generator=g) + 1) for n, m in ((7, 9), (12, 5), (10, 10))]
+    rows, cols = max(len(x) for x, _ in clouds), max(len(y) for _, y in clouds)
+    cost = torch.full((3, rows, cols), float("inf"))
+    a, b = torch.zeros(3, rows), torch.zeros(3, cols)
+    for k, (x, y) in enumerate(clouds):
+        cost[k, :len(x), :len(y)] = squared_distances(x, y)
+        a[k, :len(x)], b[k, :len(y)] = 1 / len(x), 1 / len(y)
+    batched = sinkhorn_batched(cost, a, b, 0.1, rtol=1e-9)
+    assert torch.isfinite(batched.plan).all()
+    for k, (x, y) in enumerate(clouds):
+        alone = sinkhorn(squared_distances(x, y), a[k, :len(x)], b[k, :len(y)], 0.1, rtol=1e-9)
+        assert float(batched.values[k]) == pytest.approx(alone.value, rel=1e-5)
+        assert float(batched.values[k]) == pytest.approx(pot_entropic(squared_distances(x, y).double().numpy(), 0.1),
+                                                         rel=1e-4)
+        assert float(batched.plan[k, len(x):].abs().sum() + batched.plan[k, :, len(y):].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("n, spread", [(20, 1.0), (60, 3.0)])
+def test_symmetric_sinkhorn_matches_pot(n, spread):
+    x = spread * torch.randn(n, 4, generator=torch.Generator().manual_seed(n))
+    cost = squared_distances(x, x)
+    a = torch.full((n,), 1.0 / n)
+    ours = sinkhorn(cost, a, a, 0.1, rtol=1e-8, symmetric=True)
+    assert ours.value == pytest.approx(pot_entropic(cost.double().numpy(), 0.1), rel=1e-5)
+    assert torch.allclose(ours.plan.sum(1), a, atol=1e-5 / n)
+
+
+def test_entropic_label_distance_is_close_to_emd_and_matches_pot():
+    """Label W^2 by debiased Sinkhorn at eps 0.1 vs network simplex (clouds like the benchmark's, smaller)."""
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 32, generator=g)
+    clouds = [means[k] + 0.5 * torch.randn(40 + 10 * k, 32, generator=g) for k in range(3)]
+    target = [torch.randn(32, generator=g) + 0.5 * torch.randn(30, 32, generator=g)]
+    entropic = LabelCosts("exact", target, label_solver="sinkhorn", rtol=1e-8).between(
+        LabelCosts("exact", clouds, label_solver="sinkhorn", rtol=1e-8))
+    emd = LabelCosts("exact", target, label_solver="emd").between(LabelCosts("exact", clouds, label_solver="emd"))
+    assert torch.allclose(entropic, emd, rtol=2e-3)
+    for j, c in enumerate(clouds):
+        assert float(entropic[0, j]) == pytest.approx(debiased_pot(target[0].double().numpy(), c.double().numpy(), 0.1),
+                                                      rel=1e-5)
+        assert float(emd[0, j]) == pytest.approx(exact_w2(target[0], c), rel=1e-12)
+
+
+def test_batched_bures_matches_the_pairwise_formula():
+    g = torch.Generator().manual_seed(0)
+    clouds = [torch.randn(n, 6, generator=g) * (1 + k) for k, n in enumerate((4, 9, 5))]
+    costs = LabelCosts("gaussian", clouds)
+    table = costs.between(costs, symmetric=True)
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                p, q = GaussianStats.of(clouds[i]), GaussianStats.of(clouds[j])
+                sp = torch.linalg.eigh(q.cov)
+                root = sp.eigenvectors @ torch.diag(sp.eigenvalues.clamp_min(0).sqrt()) @ sp.eigenvectors.T
+                inner = torch.linalg.eigvalsh(root @ p.cov @ root).clamp_min(0).sqrt().sum()
+                expected = float(((p.mean - q.mean) ** 2).sum() + p.trace + q.trace - 2 * inner)
+                assert float(table[i, j]) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+                assert gaussian_w2(p, q) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_unknown_label_solver_is_rejected():
+    with pytest.raises(ValueError):
+        build_objective("otdd_exact", *labelled(0), label_solver="simplex")
