@@ -63,9 +63,10 @@ class ProgressBar(Callback):
 
 def _train(args: argparse.Namespace) -> int:
     from core.config import load_config
+
+    config = load_config(args.config)  # before importing torch: a bad config fails in a blink
     from core.runner import run
 
-    config = load_config(args.config)
     out_dir = Path(args.out)
     recorder, bar = JsonlRecorder(out_dir), ProgressBar() if not args.quiet else None
     try:

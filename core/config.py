@@ -171,9 +171,12 @@ def load_config(path: str | Path) -> JobConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", field="config") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}",
-                          field="config") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", field="config") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}{where}", field="config") from None
     return parse_config(data if data is not None else {})
 
 

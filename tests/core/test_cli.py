@@ -56,13 +56,21 @@ def test_train_contract_then_predict(classification_1d, tmp_path, repo_root):
     ("alignment: {objective: otdd_exact, epohcs: 3}\n", "alignment.epohcs"),
     ("training: [1, 2\n", "config"),
 ])
-def test_bad_config_is_one_line_and_nonzero(classification_1d, tmp_path, repo_root, yaml_text, field):
+def test_bad_config_is_one_line_and_nonzero(classification_1d, tmp_path, capsys, yaml_text, field):
+    from cli.main import main
+
     job = tmp_path / "job.yaml"
     job.write_text(yaml_text)
+    assert main(["train", str(job), "--data", str(classification_1d), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmodal: error: ") and field in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_config_exits_nonzero_without_traceback(classification_1d, tmp_path, repo_root):
+    job = tmp_path / "job.yaml"
+    job.write_text("training: {lr: -1}\n")
     done = xmodal("train", str(job), "--data", str(classification_1d), "--out", str(tmp_path / "r"), cwd=repo_root)
-    assert done.returncode == 2
-    assert done.stderr.startswith("xmodal: error: ") and field in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr == "xmodal: error: training.lr: Input should be greater than 0\n"
 
 
 def test_bad_dataset_is_one_line_and_nonzero(tmp_path, repo_root):
