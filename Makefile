@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,16 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 bench: install
+	scripts/services.sh
 	$(BIN)/python bench/otdd.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/mona_cost.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/upload.py
+
+# hours on a CPU: every method on five datasets with minilm-l6 (meant for a GPU machine)
+bench-quality: install
 	$(BIN)/python bench/quality.py
 
 clean:
