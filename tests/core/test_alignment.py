@@ -13,6 +13,15 @@ from core.errors import ConfigError
 from core.training.state import load_state, save_state
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny problems, thousands of small ops: intra-op threads only add overhead (2x on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def labelled(seed: int, n: int = 60, d: int = 4, classes: int = 3, shift: float = 0.0, spread: float = 3.0,
              scale: float = 1.0):
     g = torch.Generator().manual_seed(seed)
@@ -122,7 +131,7 @@ def test_a_per_column_constant_leaves_plan_and_gradient_unchanged_and_shifts_the
     grads = []
     for solver in ("emd", "sinkhorn"):
         xt.grad = None
-        build_objective("otdd_exact", *source, label_solver=solver, rtol=1e-9)(xt, zeros).backward()
+        build_objective("otdd_exact", *source, label_solver=solver, rtol=1e-7)(xt, zeros).backward()
         grads.append(xt.grad.clone())
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
