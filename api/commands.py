@@ -79,12 +79,18 @@ def _up(args: argparse.Namespace) -> int:
     else:
         print("API key: printed on first start; make another with `xmodal keys create --owner NAME`", flush=True)
     # Its own session: a Ctrl-C reaches only this process, which then stops the worker (and its pool).
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it still reaches `finally`.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], start_new_session=True)
     try:
         _run_api(args.host, args.port)
     finally:
         stop_worker(worker)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def first_key(settings: Settings) -> str | None:

@@ -238,8 +238,8 @@ def test_up_runs_api_and_worker_and_reprints_the_first_key(monkeypatch: pytest.M
         wait_until_up(url, process)
         return process, "".join(lines)
 
-    def stop(process: subprocess.Popen[str]) -> None:
-        process.send_signal(signal.SIGINT)
+    def stop(process: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT) -> None:
+        process.send_signal(sig)
         process.wait(60)
 
     process, banner = start()
@@ -256,5 +256,7 @@ def test_up_runs_api_and_worker_and_reprints_the_first_key(monkeypatch: pytest.M
     assert (tmp_path / "var" / "xmodal.db").is_file() and (tmp_path / "var" / "first-key.txt").is_file()
 
     process, banner = start()
-    stop(process)
+    (worker_pid,) = _children(process.pid)
+    stop(process, signal.SIGTERM)  # docker stop / systemd: the worker must not be left behind either
+    assert process.returncode == 128 + signal.SIGTERM and not _alive(worker_pid)
     assert f"API key: {key}" in banner  # a restart shows the same key; no second one was made
