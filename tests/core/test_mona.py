@@ -16,6 +16,7 @@ from core.components.meta import (_SourceEncoder, alignment_uniformity, meta_gra
 from core.components.source_tokens import load_source_tokens
 from core.config import TaskType, parse_config
 from core.model import ModelSpec, build_model
+from tests.core.helpers import assert_same_weights
 
 MONA_1D = {"method": "mona", "body": {"name": "tiny-bert"},
            "mona": {"iterations": 3, "source_batch": 16, "inner_lr": 1e-2},
@@ -243,8 +244,5 @@ def test_mona_resume_gives_identical_weights(straight_run, tmp_path, stop_step):
     torch.manual_seed(999)
     resumed = core.run(config, data, tmp_path / "run", resume_from=stopped.checkpoint_dir)
     assert resumed.step == straight.step
-    a, b = _state(straight.checkpoint_dir), _state(resumed.checkpoint_dir)
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)
     assert resumed.summary["test"] == straight.summary["test"]

@@ -17,6 +17,7 @@ from core.components.patch_replacement import (
 from core.config import parse_config
 from core.runner import build_context
 from core.training.refine import plain_loss
+from tests.core.helpers import assert_same_weights
 
 BASE = {"method": "pare", "body": {"name": "tiny-bert"}, "embedder": {"target_seq_len": 16},
         "alignment": {"proxy": "digits", "proxy_samples": 100},
@@ -158,8 +159,4 @@ def test_pare_resume_gives_identical_weights(classification_1d, tmp_path):
     torch.manual_seed(999)
     resumed = core.run(cfg, classification_1d, tmp_path / "resumed", resume_from=stopped.checkpoint_dir)
     assert resumed.step == straight.step
-    a = load_file(str(straight.checkpoint_dir / "model.safetensors"))
-    b = load_file(str(resumed.checkpoint_dir / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)

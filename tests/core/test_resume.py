@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import core
 from core.callbacks import Callback
 from core.config import parse_config
+from tests.core.helpers import assert_same_weights
 
 
 class StopAt(Callback):
@@ -34,9 +34,5 @@ def test_resume_gives_identical_weights(classification_1d, tmp_path, stop_step):
     torch.manual_seed(999)  # a resumed process starts with other RNG state; the checkpoint restores it
     resumed = core.run(config, classification_1d, tmp_path / "resumed", resume_from=stopped.checkpoint_dir)
     assert resumed.step == straight.step
-    a = load_file(str(straight.checkpoint_dir / "model.safetensors"))
-    b = load_file(str(resumed.checkpoint_dir / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)
     assert resumed.summary["test"] == straight.summary["test"]
