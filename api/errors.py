@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ConfigError, UserError, XModalError
@@ -94,6 +95,22 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, code, message, param)
 
 
+DATABASE_RETRY_AFTER_S = 2
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A lost or refused database connection (OperationalError also covers a locked SQLite file) is the
+    service being briefly away, not a bug: 503 with Retry-After, so clients back off and retry.
+    Other database errors stay 500s: they are bugs."""
+    transient = isinstance(exc, DisconnectionError | OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    if not transient:
+        return await _unhandled(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
+    return error_response(503, "database_unavailable", "the database is unreachable; try again shortly",
+                          headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error; it has been logged")
@@ -104,4 +121,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(XModalError, _xmodal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(DisconnectionError, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)
