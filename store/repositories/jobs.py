@@ -133,8 +133,9 @@ def requeue_expired(session: Session, now: datetime | None = None) -> Sweep:
             if _apply(session, update(Job).where(still_expired).values(status="cancelled", finished_at=now, **released)):
                 sweep.cancelled.append(job.id)
         elif job.attempt >= job.max_attempts:
-            error = {"code": "worker_lost", "param": None,
-                     "message": f"the worker running this job stopped responding, {job.attempt} time(s); giving up"}
+            error = {"code": "max_attempts", "param": None,
+                     "message": f"the worker running this job stopped responding {job.attempt} time(s), the most "
+                                f"this job allows (max_attempts={job.max_attempts}); giving up"}
             if _apply(session, update(Job).where(still_expired).values(
                     status="failed", error=error, finished_at=now, **released)):
                 sweep.failed.append(job.id)
@@ -144,6 +145,18 @@ def requeue_expired(session: Session, now: datetime | None = None) -> Sweep:
             events.append(session, job.id, stage="setup", level="warning",
                           message=f"worker lost during attempt {job.attempt}; job re-queued")
     return sweep
+
+
+def release(session: Session, job_id: str, worker_id: str) -> bool:
+    """Hand a held job back to the queue (the worker is shutting down). The attempt is given back
+    too: a deliberate stop is not a failure, so restarts of the fleet never use up a job's attempts."""
+    return _apply(session, update(Job).where(_held(job_id, worker_id)).values(
+        status="queued", attempt=Job.attempt - 1, lease_owner=None, lease_expires_at=None))
+
+
+def queued_ids(session: Session, queued_before: datetime) -> list[str]:
+    """Jobs that have waited in `queued` since before `queued_before` (re-send candidates)."""
+    return list(session.scalars(select(Job.id).where(Job.status == "queued", Job.created_at < queued_before)))
 
 
 def _apply(session: Session, stmt: Update) -> bool:

@@ -137,7 +137,7 @@ def test_requeue_expired_requeues_then_fails_after_max_attempts(session: Session
     sweep = jobs.requeue_expired(session, utcnow() + timedelta(seconds=1))
     assert sweep.failed == [job.id]
     failed = jobs.get(session, alice, job.id)
-    assert failed.status == "failed" and failed.error["code"] == "worker_lost"  # type: ignore[index,union-attr]
+    assert failed.status == "failed" and failed.error["code"] == "max_attempts"  # type: ignore[index,union-attr]
     messages = [e.message for e in events.list_events(session, alice, job.id).items]
     assert any("re-queued" in m for m in messages) and any("giving up" in m for m in messages)
 
