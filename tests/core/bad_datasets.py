@@ -8,6 +8,8 @@ file at `path`, and validating it must raise DatasetError whose `field` is `expe
 from __future__ import annotations
 
 import io
+import struct
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +128,66 @@ def object_array(path: Path) -> None:
         np.savez(handle, x=x, y=_labels())
 
 
+def _good_members() -> dict[str, bytes]:
+    return {"x.npy": _npy(_x()), "y.npy": _npy(_labels())}
+
+
+def duplicate_member(path: Path) -> None:
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is asked to write
+        for name, payload in [*_good_members().items(), ("x.npy", _npy(_x()))]:
+            zf.writestr(name, payload)
+
+
+def _member_headers_rewritten(local: int, central: int, change: Callable[[int], int]) -> Builder:
+    """A good archive whose 16-bit field at `local` in each local header and `central` in each
+    directory entry is rewritten: still a well-formed zip, but its members cannot be opened."""
+
+    def build(path: Path) -> None:
+        _raw_members(_good_members())(path)
+        data = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+            start = data.find(signature)
+            while start >= 0:
+                (value,) = struct.unpack_from("<H", data, start + offset)
+                struct.pack_into("<H", data, start + offset, change(value))
+                start = data.find(signature, start + 4)
+        path.write_bytes(bytes(data))
+
+    return build
+
+
+def many_members(count: int, declared: int | None = None) -> Builder:
+    """`count` empty members; `declared` rewrites the end record's member count (an archive that lies)."""
+
+    def build(path: Path) -> None:
+        with zipfile.ZipFile(path, "w") as zf:
+            for index in range(count):
+                zf.writestr(f"{index}.npy", b"")
+        if declared is not None:
+            data = bytearray(path.read_bytes())
+            struct.pack_into("<HH", data, data.rfind(b"PK\x05\x06") + 8, declared, declared)
+            path.write_bytes(bytes(data))
+
+    return build
+
+
+def npy_header_bomb(inflated: int) -> Builder:
+    """x.npy declares a 4 GiB header (.npy format 2.0) and holds `inflated` bytes of spaces, which
+    deflate about 1000:1: numpy alone would inflate it all before looking at the header's size."""
+
+    def build(path: Path) -> None:
+        block = b" " * 2**20
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            with zf.open("x.npy", "w", force_zip64=True) as member:
+                member.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**32 - 1))
+                for _ in range(inflated // len(block)):
+                    member.write(block)
+            zf.writestr("y.npy", _npy(_labels()))
+
+    return build
+
+
 def _with_extra(**extra: np.ndarray) -> Builder:
     return _saver(x=_x(), y=_labels(), **extra)
 
@@ -189,6 +251,19 @@ BAD_DATASETS: list[tuple[str, Builder, str]] = [
     ("y_test_sample_shape", _saver(x=_x(), y=np.ones((20, 16), np.float32) * 0.5,
                                    x_test=_x(4), y_test=np.ones((4, 15), np.float32)), "y_test"),
     ("non_binary_multi_output", _saver(x=_x(), y=_rng.standard_normal((20, 3))), "y"),
+    ("zero_dim_x", _saver(x=np.float32(1.0), y=_labels()), "x"),
+    ("datetime_dtype", _saver(x=np.zeros((20, 2, 16), "M8[s]"), y=_labels()), "x"),
+    ("negative_dim_header", _member("x.npy", {"descr": "<f4", "fortran_order": False, "shape": (-1, 2, 16)},
+                                    b"\0" * 128), "x"),
+    ("npy_format_3", _raw_members({"x.npy": b"\x93NUMPY\x03\x00" + _npy(_x())[8:], "y.npy": _npy(_labels())}),
+     "x"),
+    ("npy_header_bomb", npy_header_bomb(64 * 2**20), "x"),
+    ("label_beyond_class_limit", _saver(x=_x(), y=np.r_[np.arange(19), 10**6]), "y"),
+    ("duplicate_member", duplicate_member, "file"),
+    ("unsupported_compression", _member_headers_rewritten(8, 10, lambda _: 99), "x"),
+    ("encrypted_member", _member_headers_rewritten(6, 8, lambda flags: flags | 1), "x"),
+    ("too_many_members", many_members(2000), "file"),
+    ("member_count_lies", many_members(2000, declared=2), "file"),
 ]
 
 # Files that are fine on their own but wrong for the task a job asks for: (name, build, task, field).
