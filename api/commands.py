@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from api.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
     from store.settings import Settings
 
 FIRST_KEY_FILE = "first-key.txt"
 LOCAL_OWNER = "local"
-WORKER_STOP_SECONDS = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                             "so any process can answer any request")
     serve.set_defaults(func=_serve)
     up = subparsers.add_parser(
-        "up", help="one machine, no setup: migrate, make a first API key, run a worker and the API "
-                   "(SQLite + filesystem broker under ./var unless XMODAL_* variables say otherwise)")
+        "up", help="one machine, no setup: migrate, make a first API key, run a worker (restarted if it dies) "
+                   "and the API (SQLite + filesystem broker under ./var unless XMODAL_* variables say otherwise)")
     _add_bind_arguments(up)
     up.set_defaults(func=_up)
 
@@ -78,14 +78,14 @@ def _up(args: argparse.Namespace) -> int:
               flush=True)
     else:
         print("API key: printed on first start; make another with `xmodal keys create --owner NAME`", flush=True)
-    # Its own session: a Ctrl-C reaches only this process, which then stops the worker (and its pool).
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it still reaches `finally`.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], start_new_session=True)
+    worker = WorkerSupervisor([sys.executable, "-m", "cli.main", "worker"])
+    worker.start()
     try:
         _run_api(args.host, args.port)
     finally:
-        stop_worker(worker)
+        worker.stop()
     return 0
 
 
@@ -117,20 +117,3 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to a file that already existed
         handle.write(text)
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """Ask the worker to finish (SIGTERM), then kill its whole process group. A job cut short is
-    re-queued when its lease lapses and resumes from its last checkpoint."""
-    if worker.poll() is not None:
-        return
-    worker.terminate()
-    try:
-        worker.wait(WORKER_STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(worker.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    worker.wait()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -209,12 +209,12 @@ def test_bad_jobs_fail_with_a_user_error_and_the_worker_goes_on(service: Service
     assert service.finished(good["id"])["status"] == "succeeded", service.tail()
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
+def children(pid: int) -> list[int]:
+    """Child pids of `pid`, whichever of its threads started them."""
+    return [int(child) for path in Path(f"/proc/{pid}/task").glob("*/children") for child in path.read_text().split()]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -223,40 +223,48 @@ def _alive(pid: int) -> bool:
     return status.exists() and "zombie" not in status.read_text()
 
 
-def test_up_runs_api_and_worker_and_reprints_the_first_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def fresh_machine(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    """No XMODAL_* settings but the data dir: `xmodal up` as a new user runs it."""
     for name in [name for name in os.environ if name.startswith("XMODAL_") and not name.startswith("XMODAL_TEST")]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("XMODAL_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("XMODAL_DATA_DIR", str(data_dir))
+
+
+def start_up(port: int, stderr: int | IO[bytes] = subprocess.DEVNULL) -> tuple[subprocess.Popen[str], str]:
+    """`xmodal up` on `port`; returns the process and its two-line banner once the API answers."""
+    process = subprocess.Popen([*XMODAL, "up", "--port", str(port)], cwd=REPO_ROOT, env=dict(os.environ),
+                               stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(2)]
+    wait_until_up(f"http://127.0.0.1:{port}", process)
+    return process, "".join(lines)
+
+
+def stop_up(process: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT) -> None:
+    process.send_signal(sig)
+    process.wait(60)
+
+
+def test_up_runs_api_and_worker_and_reprints_the_first_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fresh_machine(monkeypatch, tmp_path / "var")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
-    def start() -> tuple[subprocess.Popen[str], str]:
-        process = subprocess.Popen([*XMODAL, "up", "--port", str(port)], cwd=REPO_ROOT, env=dict(os.environ),
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(2)]
-        wait_until_up(url, process)
-        return process, "".join(lines)
-
-    def stop(process: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT) -> None:
-        process.send_signal(sig)
-        process.wait(60)
-
-    process, banner = start()
+    process, banner = start_up(port)
     try:
         assert url in banner
         key = banner.split("API key: ", 1)[1].split()[0]
         assert httpx.get(f"{url}/v1/files", headers=auth(key)).status_code == 200
         assert httpx.get(f"{url}/readyz").status_code == 200
-        (worker_pid,) = _children(process.pid)
-        assert _alive(worker_pid)
+        (worker_pid,) = children(process.pid)
+        assert alive(worker_pid)
     finally:
-        stop(process)
-    assert process.returncode == 0 and not _alive(worker_pid)
+        stop_up(process)
+    assert process.returncode == 0 and not alive(worker_pid)
     assert (tmp_path / "var" / "xmodal.db").is_file() and (tmp_path / "var" / "first-key.txt").is_file()
 
-    process, banner = start()
-    (worker_pid,) = _children(process.pid)
-    stop(process, signal.SIGTERM)  # docker stop / systemd: the worker must not be left behind either
-    assert process.returncode == 128 + signal.SIGTERM and not _alive(worker_pid)
+    process, banner = start_up(port)
+    (worker_pid,) = children(process.pid)
+    stop_up(process, signal.SIGTERM)  # docker stop / systemd: the worker must not be left behind either
+    assert process.returncode == 128 + signal.SIGTERM and not alive(worker_pid)
     assert f"API key: {key}" in banner  # a restart shows the same key; no second one was made
