@@ -45,12 +45,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _migrate() -> Settings:
+def _prepare() -> Settings:
+    """Migrate the database and clear what uploads cut short by a crash left in the blob store."""
     from migrations import upgrade
+    from store.blobs import BlobStore
     from store.settings import get_settings
 
     settings = get_settings()
     upgrade(settings.database_url)
+    removed = BlobStore(settings.blob_root).remove_stale_temp_files()
+    if removed:
+        print(f"removed {removed} unfinished blob write(s) from {settings.blob_root / '.tmp'}", file=sys.stderr)
     return settings
 
 
@@ -62,13 +67,13 @@ def _run_api(host: str, port: int, workers: int = 1) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _migrate()  # once, here, before any worker process starts
+    _prepare()  # once, here, before any worker process starts
     _run_api(args.host, args.port, args.workers)
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    settings = _migrate()
+    settings = _prepare()
     url = f"http://{args.host}:{args.port}"
     key = first_key(settings)
     key_file = settings.data_dir / FIRST_KEY_FILE

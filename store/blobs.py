@@ -2,7 +2,8 @@
 
 A blob's name is the sha256 of its bytes, so writing the same bytes twice stores them once and a
 name always means the same content. Writes go to a temp file under the root, are fsynced, then
-renamed into place: readers never see a partial blob, even if the writer dies.
+renamed into place: readers never see a partial blob, even if the writer dies. A writer killed
+mid-write leaves its temp file behind; `remove_stale_temp_files` clears those at start-up.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK_BYTES = 1024 * 1024
+STALE_TEMP_SECONDS = 3600.0
+"""A temp file nobody wrote to for this long belongs to a dead writer (a live one writes every chunk)."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -88,6 +92,25 @@ class BlobStore:
         """Store a local file's bytes (the worker's checkpoint tars)."""
         with Path(path).open("rb") as src:
             return self.write_stream(iter(lambda: src.read(CHUNK_BYTES), b""), max_bytes)
+
+    def remove_stale_temp_files(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temp files not written to for `older_than` seconds: what writers killed mid-write
+        left. Judged by age, not by owner: API processes and workers, on this host or others sharing
+        the volume, write here at the same time, and a pid means nothing across hosts. Returns the count."""
+        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            entries = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # its writer renamed or removed it meanwhile
+                continue
+        return removed
 
     def delete(self, sha256: str) -> bool:
         """Remove a blob. Rows may share a blob (same bytes), so callers delete only unreferenced ones."""
