@@ -14,10 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ConfigError, UserError, XModalError
+from store.db import TRANSIENT_ERRORS
 
 log = logging.getLogger("xmodal.api")
 
@@ -102,8 +103,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     """A lost or refused database connection (OperationalError also covers a locked SQLite file) is the
     service being briefly away, not a bug: 503 with Retry-After, so clients back off and retry.
     Other database errors stay 500s: they are bugs."""
-    transient = isinstance(exc, DisconnectionError | OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    transient = isinstance(exc, TRANSIENT_ERRORS) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
     if not transient:
         return await _unhandled(request, exc)
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])

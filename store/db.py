@@ -11,11 +11,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
+"""The database being away (refused or dropped connection, a SQLite file locked past the busy
+timeout) rather than a bug: callers answer 503 or retry."""
 
 _engines: dict[str, Engine] = {}
 

@@ -25,9 +25,17 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(120.0, gt=0, description="a job whose lease is not renewed this long is re-queued")
     heartbeat_seconds: float = Field(10.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="claims of one job before a lost lease fails it")
+    redis_visibility_seconds: float = Field(
+        3600.0, gt=0, description="Redis re-delivers an unacknowledged message this old; running jobs keep theirs fresh")
+    requeue_grace_seconds: float = Field(
+        30.0, ge=0, description="a queued job this old with no broker message gets its message re-sent")
     model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     allowed_hub_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_page_limit: int = Field(100, ge=1, description="largest `limit` a list request may ask for")
+    idempotency_ttl_seconds: float = Field(86400.0, gt=0, description="how long an Idempotency-Key is remembered")
+    rate_limit_per_minute: int = Field(600, ge=0, description="requests per API key per API process; 0: no limit")
+    max_active_jobs: int = Field(32, ge=0, description="queued + running jobs per owner; 0: no limit")
+    max_storage_bytes: int = Field(100 * 1024**3, ge=0, description="live files' bytes per owner; 0: no limit")
 
     @field_validator("model_roots", "allowed_hub_models", mode="before")
     @classmethod
@@ -45,6 +53,9 @@ class Settings(BaseSettings):
             self.blob_dir = self.data_dir / "blobs"
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("heartbeat_seconds must be shorter than lease_seconds, or leases lapse between beats")
+        if self.heartbeat_seconds >= self.redis_visibility_seconds:
+            raise ValueError("heartbeat_seconds must be shorter than redis_visibility_seconds, "
+                             "or running jobs' messages are re-delivered")
         return self
 
     @property

@@ -8,6 +8,7 @@ so a busy worker does not sit on jobs another idle GPU could run.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -42,8 +43,22 @@ def _start_reaper(sender: Any = None, **_: Any) -> None:
     start_reaper(get_settings())
 
 
+@signals.worker_shutting_down.connect
+def _hand_back_running_jobs(**_: Any) -> None:
+    """Warm shutdown would wait for running jobs (hours); make them checkpoint and re-queue now."""
+    from worker.preemption import forward_to_job_processes
+
+    forward_to_job_processes()
+
+
 @signals.worker_shutdown.connect
 def _stop_reaper(**_: Any) -> None:
-    from worker.reaper import stop_reaper
+    """Stop sweeping, then send the messages of jobs handed back during the shutdown (the consumer
+    has stopped, so this worker cannot take them back)."""
+    from worker.reaper import resend_lost_messages, stop_reaper
 
     stop_reaper()
+    try:
+        resend_lost_messages(get_settings(), grace_seconds=0)  # a rare duplicate message is harmless
+    except Exception:  # the periodic sweep of any other worker re-sends them
+        logging.getLogger(__name__).exception("re-sending handed-back jobs at shutdown failed")

@@ -1,21 +1,31 @@
 """The training loop's reports, written to the store: events, batched metrics, throttled progress,
-checkpoints as tar blobs. `should_stop` turns a cancel request or a lost lease into a clean stop."""
+checkpoints as tar blobs. `should_stop` turns a cancel request, a lost lease or a worker shutdown
+into a clean stop. Writes are retried through a brief database outage (worker.retry)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from core.callbacks import Callback, CheckpointSaved, Event, MetricPoint, Progress
 from store.blobs import BlobStore
-from store.db import session_scope
+from store.db import TRANSIENT_ERRORS
 from store.repositories import checkpoints, events, jobs, metrics
 from store.repositories.metrics import NewPoint
 from worker.heartbeat import Heartbeat
+from worker.retry import in_session
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 METRIC_BATCH = 64
 METRIC_FLUSH_SECONDS = 2.0
@@ -44,19 +54,23 @@ def extract_checkpoint(tar_path: Path, dest: Path) -> Path:
 
 
 class DatabaseCallback(Callback):
-    def __init__(self, job_id: str, worker_id: str, blobs: BlobStore, heartbeat: Heartbeat, scratch: Path) -> None:
+    def __init__(self, job_id: str, worker_id: str, blobs: BlobStore, heartbeat: Heartbeat, scratch: Path,
+                 shutdown: threading.Event, write_retry_seconds: float) -> None:
         self.job_id, self.worker_id = job_id, worker_id
         self.blobs, self.heartbeat, self.scratch = blobs, heartbeat, scratch
+        self.shutdown, self.write_retry_seconds = shutdown, write_retry_seconds
         self.last_checkpoint_id: str | None = None
         self.final_checkpoint_id: str | None = None
         self.cancel_requested = False
         self._points: list[NewPoint] = []
         self._last_flush = self._last_progress = self._last_cancel_poll = time.monotonic()
 
+    def _write(self, work: Callable[[Session], T]) -> T:
+        return in_session(work, give_up_after=self.write_retry_seconds)
+
     def on_event(self, event: Event) -> None:
-        with session_scope() as session:
-            events.append(session, self.job_id, stage=event.stage, message=event.message, level=event.level,
-                          data=jsonable(event.data))
+        self._write(lambda session: events.append(session, self.job_id, stage=event.stage, message=event.message,
+                                                  level=event.level, data=jsonable(event.data)))
 
     def on_metric(self, point: MetricPoint) -> None:
         self._points.append(NewPoint(point.key, float(point.value), point.step, point.split, point.epoch))
@@ -65,8 +79,8 @@ class DatabaseCallback(Callback):
 
     def flush_metrics(self) -> None:
         if self._points:
-            with session_scope() as session:
-                metrics.append_many(session, self.job_id, self._points)
+            points = self._points
+            self._write(lambda session: metrics.append_many(session, self.job_id, points))
             self._points = []
         self._last_flush = time.monotonic()
 
@@ -77,8 +91,7 @@ class DatabaseCallback(Callback):
         self._last_progress = time.monotonic()
         record = {"stage": progress.stage, "step": progress.step, "total_steps": progress.total_steps,
                   "fraction": progress.fraction, "eta_seconds": progress.eta_seconds}
-        with session_scope() as session:
-            jobs.set_progress(session, self.job_id, self.worker_id, record)
+        self._write(lambda session: jobs.set_progress(session, self.job_id, self.worker_id, record))
 
     def on_checkpoint(self, checkpoint: CheckpointSaved) -> None:
         self.flush_metrics()
@@ -96,18 +109,23 @@ class DatabaseCallback(Callback):
             tar_path = Path(tmp) / "checkpoint.tar"
             tar_directory(directory, tar_path)
             ref = self.blobs.write_file(tar_path)
-        with session_scope() as session:
+
+        def record(session: Session) -> str:
             row = checkpoints.create(session, self.job_id, step=step, epoch=epoch, stage=stage, sha256=ref.sha256,
                                      bytes=ref.size, metrics=jsonable(metrics), final=final)
             events.append(session, self.job_id, stage=stage, message=f"checkpoint {row.id} saved at step {step}",
                           data={"checkpoint": row.id, "step": step, "final": final})
             return row.id
 
+        return self._write(record)
+
     def should_stop(self) -> bool:
-        if self.heartbeat.lost:
+        if self.heartbeat.lost or self.shutdown.is_set():
             return True
         if not self.cancel_requested and time.monotonic() - self._last_cancel_poll >= CANCEL_POLL_SECONDS:
             self._last_cancel_poll = time.monotonic()
-            with session_scope() as session:
-                self.cancel_requested = jobs.is_cancel_requested(session, self.job_id)
+            try:  # a missed poll only delays a cancel; training goes on while the database is away
+                self.cancel_requested = in_session(lambda s: jobs.is_cancel_requested(s, self.job_id), give_up_after=0)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("cancel poll for %s failed: %s", self.job_id, str(exc).splitlines()[0])
         return self.cancel_requested

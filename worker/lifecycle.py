@@ -1,7 +1,7 @@
 """One job from claim to finish: the body of the `xmodal.run_job` task.
 
-The claim decides who runs the job; from then on the worker owns the row until it finishes it
-or loses the lease. Errors become values on the row: a `UserError` from core keeps its code and
+The claim decides who runs the job; from then on the worker owns the row until it finishes it,
+loses the lease, or hands it back on SIGTERM (worker.preemption). Errors become values on the row: a `UserError` from core keeps its code and
 message, anything else is `internal_error` (details in the worker's log, not in the API).
 """
 
@@ -19,16 +19,21 @@ from typing import Any, Literal
 
 from core.config import parse_config
 from core.errors import UserError
+from sqlalchemy.orm import Session
+
 from store.blobs import BlobStore
-from store.db import session_scope
+from store.queue import MessageVisibility
 from store.repositories import checkpoints, events, files, jobs
 from store.settings import Settings, get_settings
 from worker.callback import DatabaseCallback, extract_checkpoint
 from worker.heartbeat import Heartbeat
+from worker.preemption import ShutdownRequest
+from worker.retry import in_session
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["succeeded", "failed", "cancelled", "skipped", "lease_lost"]
+Outcome = Literal["succeeded", "failed", "cancelled", "requeued", "skipped", "lease_lost"]
+RunStatus = Literal["succeeded", "failed", "cancelled", "requeued"]
 Runner = Callable[..., Any]  # core.run's signature; returns a RunResult
 INTERNAL_MESSAGE_CHARS = 300
 
@@ -56,51 +61,70 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def execute_job(job_id: str, settings: Settings | None = None, runner: Runner | None = None) -> Outcome:
-    """Claim `job_id` and run it to a terminal state; returns what happened."""
+def execute_job(job_id: str, settings: Settings | None = None, runner: Runner | None = None,
+                task_id: str | None = None) -> Outcome:
+    """Claim `job_id` and run it until it ends or goes back to the queue; returns what happened.
+    `task_id` names the Celery message that brought the job, kept invisible while it runs."""
     settings = settings or get_settings()
     worker_id = worker_identity()
-    claimed = _claim(job_id, worker_id, settings)
+    claimed = in_session(lambda session: _claim(session, job_id, worker_id, settings),
+                         give_up_after=settings.lease_seconds)
     if claimed is None:
         log.info("job %s not claimable (taken, finished, cancelled or out of attempts)", job_id)
         return "skipped"
     settings.work_dir.mkdir(parents=True, exist_ok=True)
-    with (Heartbeat(job_id, worker_id, settings.heartbeat_seconds, settings.lease_seconds) as heartbeat,
+    beat = MessageVisibility(settings, task_id).refresh
+    with (ShutdownRequest() as shutdown,
+          Heartbeat(job_id, worker_id, settings.heartbeat_seconds, settings.lease_seconds, beat) as heartbeat,
           tempfile.TemporaryDirectory(dir=settings.work_dir, prefix=f"{job_id}-") as scratch):
-        callback = DatabaseCallback(job_id, worker_id, BlobStore(settings.blob_root), heartbeat, Path(scratch))
+        callback = DatabaseCallback(job_id, worker_id, BlobStore(settings.blob_root), heartbeat, Path(scratch),
+                                    shutdown.requested, write_retry_seconds=settings.lease_seconds)
         status, error, result = _run(claimed, callback, Path(scratch), settings, runner or default_runner())
         if heartbeat.lost:
             return "lease_lost"
-    with session_scope() as session:
-        if error is not None:
-            events.append(session, job_id, stage="setup", level="error", message=error["message"],
-                          data={"code": error["code"]})
-        if not jobs.finish(session, job_id, worker_id, status, error=error, result=result):
-            log.error("job %s: lease lost before it could be finished as %s", job_id, status)
-            return "lease_lost"
+    if not in_session(lambda session: _record_end(session, job_id, worker_id, status, error, result),
+                      give_up_after=settings.lease_seconds):
+        log.error("job %s: lease lost before it could be finished as %s", job_id, status)
+        return "lease_lost"
     log.info("job %s %s", job_id, status)
     return status
 
 
-def _claim(job_id: str, worker_id: str, settings: Settings) -> ClaimedJob | None:
-    with session_scope() as session:
-        job = jobs.claim(session, job_id, worker_id, settings.lease_seconds)
-        if job is None:
-            return None
-        latest = checkpoints.latest(session, job_id) if job.attempt > 1 else None
-        claimed = ClaimedJob(
-            job_id=job_id, attempt=job.attempt, config=dict(job.config),
-            training_sha256=files.blob_of(session, job.training_file_id),
-            validation_sha256=files.blob_of(session, job.validation_file_id) if job.validation_file_id else None,
-            resume_sha256=latest.sha256 if latest is not None else None,
-        )
-        resuming = f", resuming from step {latest.step}" if latest is not None else ""
-        events.append(session, job_id, stage="setup", message=f"attempt {job.attempt} started on {worker_id}{resuming}")
+def _record_end(session: Session, job_id: str, worker_id: str, status: RunStatus,
+                error: dict[str, Any] | None, result: dict[str, Any] | None) -> bool:
+    """Finish the job, or hand it back to the queue; False when the lease was lost meanwhile."""
+    if status == "requeued":
+        if not jobs.release(session, job_id, worker_id):
+            return False
+        step = (result or {}).get("step")
+        events.append(session, job_id, stage="setup", level="warning",
+                      message=f"worker shutting down; job re-queued with its checkpoint at step {step}")
+        return True
+    if error is not None:
+        events.append(session, job_id, stage="setup", level="error", message=error["message"],
+                      data={"code": error["code"]})
+    return jobs.finish(session, job_id, worker_id, status, error=error, result=result)
+
+
+def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) -> ClaimedJob | None:
+    """Claim the job; its latest checkpoint (left by an attempt that died or was shut down) is where it resumes."""
+    job = jobs.claim(session, job_id, worker_id, settings.lease_seconds)
+    if job is None:
+        return None
+    latest = checkpoints.latest(session, job_id)
+    claimed = ClaimedJob(
+        job_id=job_id, attempt=job.attempt, config=dict(job.config),
+        training_sha256=files.blob_of(session, job.training_file_id),
+        validation_sha256=files.blob_of(session, job.validation_file_id) if job.validation_file_id else None,
+        resume_sha256=latest.sha256 if latest is not None else None,
+    )
+    resuming = f", resuming from step {latest.step}" if latest is not None else ""
+    events.append(session, job_id, stage="setup", message=f"attempt {job.attempt} started on {worker_id}{resuming}")
     return claimed
 
 
 def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, settings: Settings,
-         runner: Runner) -> tuple[Literal["succeeded", "failed", "cancelled"], dict[str, Any] | None, dict[str, Any] | None]:
+         runner: Runner) -> tuple[RunStatus, dict[str, Any] | None, dict[str, Any] | None]:
     """Call the runner; map its result or exception to (status, error, result)."""
     blobs = BlobStore(settings.blob_root)
     try:
@@ -131,6 +155,8 @@ def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, setting
         return "succeeded", None, {"summary": outcome.summary, "checkpoint": checkpoint_id, "step": outcome.step}
     if callback.cancel_requested:
         return "cancelled", None, {"checkpoint": callback.last_checkpoint_id, "step": outcome.step}
+    if callback.shutdown.is_set():
+        return "requeued", None, {"checkpoint": callback.last_checkpoint_id, "step": outcome.step}
     return "failed", {"code": "internal_error", "param": None,
                       "message": "training stopped early without a cancel request"}, None
 
