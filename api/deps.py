@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -31,9 +31,10 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="an API key from `xmodal keys create` or `xmodal up`")
 
 
-def current_owner(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Owner:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_owner(session: SessionDep, credentials: Credentials) -> Owner:
     """The owner of the request's bearer key; every /v1 route depends on it."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
@@ -45,6 +46,24 @@ def current_owner(
 
 
 CurrentOwner = Annotated[Owner, Depends(current_owner)]
+
+
+def rate_limit(request: Request, settings: SettingsDep, credentials: Credentials, _owner: CurrentOwner) -> None:
+    """Spend one of the key's requests (`rate_limit_per_minute`, per API process). Runs after
+    authentication, so only real keys get a bucket."""
+    per_minute = settings.rate_limit_per_minute
+    if per_minute == 0:
+        return
+    assert credentials is not None  # current_owner refused the request otherwise
+    wait = request.app.state.rate_limiter.take(keys.hash_key(credentials.credentials), per_minute)
+    if wait is not None:
+        raise ApiError(429, "rate_limited", f"more than {per_minute} requests a minute with this API key; "
+                       f"retry in {wait} s", headers={"Retry-After": str(wait)})
+
+
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                                   description="a retry with the same key and request returns the "
+                                                               "first response's object (kept 24 h by default)")]
 
 
 def get_blobs(settings: SettingsDep) -> BlobStore:

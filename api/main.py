@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from api.deps import current_owner
+from api.deps import current_owner, rate_limit
 from api.errors import install_error_handlers
+from api.ratelimit import RateLimiter
 from api.routes import files, health, jobs
 from api.schemas.common import ERROR_RESPONSES
 
@@ -17,8 +18,10 @@ def create_app() -> FastAPI:
         description="Cross-modal fine-tuning of pretrained transformers, shaped like the OpenAI fine-tuning API.",
     )
     install_error_handlers(app)
+    app.state.rate_limiter = RateLimiter()
     app.include_router(health.router)
     for router in (files.router, jobs.router):
-        # Every /v1 route needs a key, even one that forgets to ask for the owner.
-        app.include_router(router, prefix="/v1", dependencies=[Depends(current_owner)], responses=ERROR_RESPONSES)
+        # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
+        app.include_router(router, prefix="/v1", dependencies=[Depends(current_owner), Depends(rate_limit)],
+                           responses=ERROR_RESPONSES)
     return app

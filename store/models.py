@@ -118,7 +118,6 @@ class Job(Base):
     __table_args__ = (
         Index(None, "owner_id", "created_at"),
         Index(None, "status", "lease_expires_at"),
-        Index(None, "owner_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ftjob"))
@@ -141,10 +140,26 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class IdempotencyKey(Base):
+    """What a create request with an `Idempotency-Key` made, so a retry returns it instead of a twin.
+
+    `fingerprint` is the sha256 of the request's canonical form: the same key with another request
+    is refused rather than answered with an object the client did not ask for.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    owner_id: Mapped[str] = mapped_column(String(40), ForeignKey("owners.id", ondelete="CASCADE"), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobEvent(Base):

@@ -15,19 +15,23 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import BlobsDep, CurrentOwner, LimitDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
 from api.downloads import blob_response
 from api.errors import ApiError, not_found
+from api.idempotency import Once, create_once
 from api.schemas.common import ListResponse
 from api.schemas.files import PURPOSES, FileDeleted, FileObject, FilePurpose
 from api.uploads import Upload, receive_upload
 from core.data.validate import DatasetLimits, validate_npz
 from core.errors import DatasetError
-from store.blobs import BlobStore
+from store.blobs import BlobRef, BlobStore
 from store.models import Checkpoint, File, Owner
-from store.repositories import files
+from store.repositories import files, idempotency, quotas
+from store.settings import Settings
 
 router = APIRouter(prefix="/files", tags=["files"])
+ENDPOINT = "files"
+"""This route's name among idempotency keys."""
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -44,31 +48,53 @@ _UPLOAD_BODY = {
 
 
 @router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY,
-             responses={413: {"description": "Larger than the upload limit"}})
+             responses={413: {"description": "Larger than the upload limit or the owner's storage quota"}})
 async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
-                      blobs: BlobsDep) -> FileObject:
-    """Stream the upload into the blob store (hashing as it goes), validate it, record it."""
+                      blobs: BlobsDep, idempotency_key: IdempotencyKeyHeader = None) -> FileObject:
+    """Stream the upload into the blob store (hashing as it goes), validate it, record it.
+
+    With `Idempotency-Key`, repeating the upload (same bytes, purpose and filename) returns the
+    file the first one created; the key is checked once the bytes are in, since it covers them.
+    """
     upload = await receive_upload(request, blobs, settings.max_upload_bytes)
-    limits = DatasetLimits(max_file_bytes=settings.max_upload_bytes)  # the deployment's limit, not core's default
-    return await run_in_threadpool(_record_upload, session, owner, blobs, upload, limits)
+    return await run_in_threadpool(_record_upload, session, owner, settings, blobs, upload, idempotency_key)
 
 
-def _record_upload(session: Session, owner: Owner, blobs: BlobStore, upload: Upload,
-                   limits: DatasetLimits) -> FileObject:
+def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: BlobStore, upload: Upload,
+                   idempotency_key: str | None) -> FileObject:
     try:
-        if upload.filename is None:
+        filename = upload.filename
+        if filename is None:
             raise ApiError(422, "missing_parameter", "file: a file part named 'file' is required", "file")
         purpose = upload.fields.get("purpose", PURPOSES[0])
         if purpose not in PURPOSES:
             raise ApiError(422, "invalid_parameter", f"purpose: expected one of {', '.join(PURPOSES)}", "purpose")
-        info = validate_npz(upload.blob.path, limits)
+        request = {"sha256": upload.blob.sha256, "purpose": purpose, "filename": filename}
+        once = None if idempotency_key is None else Once(
+            owner.id, ENDPOINT, idempotency_key, idempotency.fingerprint(request), settings.idempotency_ttl_seconds)
+        row, _ = create_once(session, once, lambda: _create(session, owner, settings, upload.blob, filename, purpose),
+                             lambda file_id: files.get(session, owner.id, file_id))
     except (ApiError, DatasetError):
         _discard_unreferenced(session, blobs, upload.blob.sha256)
         raise
-    row = files.create(session, owner_id=owner.id, filename=upload.filename, purpose=purpose,
-                       bytes=upload.blob.size, sha256=upload.blob.sha256, status="processed", info=info.as_dict())
-    session.commit()
     return FileObject.from_row(row)
+
+
+def _create(session: Session, owner: Owner, settings: Settings, blob: BlobRef, filename: str, purpose: str) -> File:
+    """Validate the dataset (against the deployment's upload limit, not core's default), check the quota, record."""
+    info = validate_npz(blob.path, DatasetLimits(max_file_bytes=settings.max_upload_bytes))
+    if settings.max_storage_bytes:
+        _require_storage(session, owner, settings.max_storage_bytes, blob.size)
+    return files.create(session, owner_id=owner.id, filename=filename, purpose=purpose, bytes=blob.size,
+                        sha256=blob.sha256, status="processed", info=info.as_dict())
+
+
+def _require_storage(session: Session, owner: Owner, quota: int, size: int) -> None:
+    quotas.lock(session, owner.id)
+    used = quotas.stored_bytes(session, owner.id)
+    if used + size > quota:
+        raise ApiError(413, "storage_quota_exceeded", f"this file ({size} bytes) would take your files past the "
+                       f"storage quota of {quota} bytes ({used} in use); delete files you no longer need", "file")
 
 
 def _discard_unreferenced(session: Session, blobs: BlobStore, sha256: str) -> None:

@@ -10,24 +10,29 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy.exc import IntegrityError
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from api.deps import BlobsDep, CurrentOwner, LimitDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
 from api.downloads import blob_response
 from api.errors import ApiError, not_found
+from api.idempotency import Once, create_once
 from api.schemas.common import ListResponse
 from api.schemas.jobs import CheckpointObject, EventObject, JobCreate, JobObject, MetricObject
 from core.config import config_from_job_request
+from core.model_refs import check_model_allowed
 from store.models import Job, Owner
 from store.queue import send_run_job
-from store.repositories import checkpoints, events, files, jobs, metrics
+from store.repositories import checkpoints, events, files, idempotency, jobs, metrics, quotas
 from store.settings import Settings
 
 log = logging.getLogger("xmodal.api")
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+ENDPOINT = "fine_tuning.jobs"
+"""This route's name among idempotency keys (migration 0002 wrote it too)."""
+JOB_RETRY_AFTER_S = 60
+"""A hint only: when a job finishes is not known in advance."""
 
 JobStatusFilter = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
 
@@ -47,40 +52,50 @@ def _job_or_404(session: Session, owner: Owner, job_id: str) -> Job:
     return row
 
 
-@router.post("", response_model=JobObject)
+@router.post("", response_model=JobObject,
+             responses={429: {"description": "Too many of the owner's jobs are queued or running"}})
 def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
-               idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None) -> JobObject:
+               idempotency_key: IdempotencyKeyHeader = None) -> JobObject:
     """Validate the config with core's schema, record the job `queued`, then wake a worker.
 
     With `Idempotency-Key`, repeating the request returns the job the first one created.
     """
-    if idempotency_key and (earlier := jobs.get_by_idempotency_key(session, owner.id, idempotency_key)):
-        return JobObject.from_row(earlier)
-    config = config_from_job_request(body.model, body.method, body.seed)
-    _require_usable_file(session, owner, body.training_file, "training_file")
-    if body.validation_file is not None:
-        _require_usable_file(session, owner, body.validation_file, "validation_file")
-    try:
-        job = jobs.create(
-            session, owner_id=owner.id, model=body.model, method=config.method, config=config.model_dump(mode="json"),
-            training_file_id=body.training_file, validation_file_id=body.validation_file, seed=body.seed,
-            suffix=body.suffix, metadata=body.metadata, idempotency_key=idempotency_key,
-            max_attempts=settings.max_attempts,
-        )
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        earlier = jobs.get_by_idempotency_key(session, owner.id, idempotency_key) if idempotency_key else None
-        if earlier is None:
-            raise
-        return JobObject.from_row(earlier)  # a concurrent request with the same key won the insert
-    _enqueue(session, owner, job, settings)
+    once = None if idempotency_key is None else Once(
+        owner.id, ENDPOINT, idempotency_key, idempotency.fingerprint(body.model_dump(mode="json")),
+        settings.idempotency_ttl_seconds)
+    job, created = create_once(session, once, lambda: _create(session, owner, body, settings),
+                               lambda job_id: jobs.get(session, owner.id, job_id))
+    if created:
+        _enqueue(session, owner, job, settings, once)
     return JobObject.from_row(job)
 
 
-def _enqueue(session: Session, owner: Owner, job: Job, settings: Settings) -> None:
+def _create(session: Session, owner: Owner, body: JobCreate, settings: Settings) -> Job:
+    config = config_from_job_request(body.model, body.method, body.seed)
+    check_model_allowed(body.model, settings.model_roots, settings.allowed_hub_models)
+    _require_usable_file(session, owner, body.training_file, "training_file")
+    if body.validation_file is not None:
+        _require_usable_file(session, owner, body.validation_file, "validation_file")
+    if settings.max_active_jobs:
+        _require_job_slot(session, owner, settings.max_active_jobs)
+    return jobs.create(
+        session, owner_id=owner.id, model=body.model, method=config.method, config=config.model_dump(mode="json"),
+        training_file_id=body.training_file, validation_file_id=body.validation_file, seed=body.seed,
+        suffix=body.suffix, metadata=body.metadata, max_attempts=settings.max_attempts,
+    )
+
+
+def _require_job_slot(session: Session, owner: Owner, max_active: int) -> None:
+    quotas.lock(session, owner.id)
+    if quotas.active_jobs(session, owner.id) >= max_active:
+        raise ApiError(429, "too_many_jobs", f"{max_active} of your jobs are already queued or running; wait for "
+                       "one to finish or cancel one", headers={"Retry-After": str(JOB_RETRY_AFTER_S)})
+
+
+def _enqueue(session: Session, owner: Owner, job: Job, settings: Settings, once: Once | None) -> None:
     """Send the wake-up message. The row is committed first, so a fast worker always finds it; if the
-    broker is down, the job is cancelled with an event saying why, rather than left queued forever."""
+    broker is down, the job is cancelled with an event saying why, rather than left queued forever,
+    and its idempotency key is released so that a retry of the 503 makes a job that runs."""
     try:
         send_run_job(job.id, settings)
     except Exception:
@@ -88,6 +103,8 @@ def _enqueue(session: Session, owner: Owner, job: Job, settings: Settings) -> No
         jobs.request_cancel(session, owner.id, job.id)
         events.append(session, job.id, stage="setup", level="error",
                       message="the job queue (broker) was unreachable; the job was not started")
+        if once is not None:
+            idempotency.forget(session, once.owner_id, once.endpoint, once.key)
         session.commit()
         raise ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly") from None
 

@@ -22,11 +22,10 @@ from store.repositories.scoping import Page, newest_first_page, select_owned
 
 def create(session: Session, *, owner_id: str, model: str, method: str, config: dict[str, Any],
            training_file_id: str, validation_file_id: str | None = None, seed: int | None = None,
-           suffix: str | None = None, metadata: dict[str, Any] | None = None,
-           idempotency_key: str | None = None, max_attempts: int = 3) -> Job:
+           suffix: str | None = None, metadata: dict[str, Any] | None = None, max_attempts: int = 3) -> Job:
     job = Job(owner_id=owner_id, model=model, method=method, config=config, training_file_id=training_file_id,
               validation_file_id=validation_file_id, seed=seed, suffix=suffix, metadata_=metadata,
-              idempotency_key=idempotency_key, max_attempts=max_attempts, status="queued", attempt=0)
+              max_attempts=max_attempts, status="queued", attempt=0)
     session.add(job)
     session.flush()
     return job
@@ -34,10 +33,6 @@ def create(session: Session, *, owner_id: str, model: str, method: str, config: 
 
 def get(session: Session, owner_id: str, job_id: str) -> Job | None:
     return session.scalar(select_owned(Job, owner_id).where(Job.id == job_id))
-
-
-def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
-    return session.scalar(select_owned(Job, owner_id).where(Job.idempotency_key == key))
 
 
 def list_jobs(session: Session, owner_id: str, *, after: str | None = None, limit: int = 20,

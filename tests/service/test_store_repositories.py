@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from store.db import session_scope
 from store.models import Job, utcnow
-from store.repositories import checkpoints, events, files, jobs, keys, metrics
+from store.repositories import checkpoints, events, files, idempotency, jobs, keys, metrics, quotas
 from store.repositories.metrics import NewPoint
 
 
@@ -72,12 +72,36 @@ def test_job_list_pages_newest_first_with_cursor(session: Session) -> None:
     assert jobs.list_jobs(session, alice, status="running").items == []
 
 
-def test_idempotency_key_lookup_is_per_owner(session: Session) -> None:
+def test_idempotency_keys_are_per_owner_and_endpoint_and_expire(session: Session) -> None:
     alice, bob = _owners(session)
-    job = _job(session, alice, idempotency_key="k1")
-    assert jobs.get_by_idempotency_key(session, alice, "k1").id == job.id  # type: ignore[union-attr]
-    assert jobs.get_by_idempotency_key(session, bob, "k1") is None
-    _job(session, bob, idempotency_key="k1")  # same key, different owner: allowed
+    job = _job(session, alice)
+    digest = idempotency.fingerprint({"b": [1, 2], "a": "é"})
+    assert digest == idempotency.fingerprint({"a": "é", "b": [1, 2]}) != idempotency.fingerprint({"a": "e", "b": [1, 2]})
+    idempotency.record(session, owner_id=alice, endpoint="jobs", key="k1", fingerprint=digest, resource_id=job.id)
+    found = idempotency.find(session, alice, "jobs", "k1", ttl_seconds=60)
+    assert found is not None and (found.resource_id, found.fingerprint) == (job.id, digest)
+    assert idempotency.find(session, bob, "jobs", "k1", 60) is None
+    assert idempotency.find(session, alice, "files", "k1", 60) is None
+    idempotency.record(session, owner_id=bob, endpoint="jobs", key="k1", fingerprint=digest, resource_id="x")
+    found.created_at = utcnow() - timedelta(seconds=61)
+    session.flush()
+    assert idempotency.find(session, alice, "jobs", "k1", ttl_seconds=60) is None  # expired: deleted on the way
+    idempotency.record(session, owner_id=alice, endpoint="jobs", key="k1", fingerprint="f", resource_id=job.id)
+    assert idempotency.find(session, alice, "jobs", "k1", 60).fingerprint == "f"  # type: ignore[union-attr]
+    assert idempotency.find(session, bob, "jobs", "k1", 60) is not None
+
+
+def test_quotas_count_unfinished_jobs_and_live_file_bytes(session: Session) -> None:
+    alice, bob = _owners(session)
+    queued, running, done = (_job(session, alice) for _ in range(3))
+    jobs.claim(session, running.id, "w1", lease_seconds=60)
+    jobs.claim(session, done.id, "w1", lease_seconds=60)
+    jobs.finish(session, done.id, "w1", "succeeded")
+    quotas.lock(session, alice)
+    assert quotas.active_jobs(session, alice) == 2 and quotas.active_jobs(session, bob) == 0
+    assert quotas.stored_bytes(session, alice) == 30  # each job made a 10-byte file; blobs shared, bytes counted
+    files.delete(session, alice, queued.training_file_id)
+    assert quotas.stored_bytes(session, alice) == 20 and quotas.stored_bytes(session, bob) == 0
 
 
 def test_claim_heartbeat_finish(session: Session) -> None:
