@@ -9,9 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from api.schemas.common import ErrorDetail, unix, unix_or_none
 from store.models import Checkpoint, Job, JobEvent, MetricPoint
 
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-MetadataValue = Annotated[str, StringConstraints(max_length=512)]
-FileId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+SINGLE_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""Names and ids hold no control characters (PostgreSQL text cannot even store NUL: it was a 500)."""
+NO_NUL = r"^[^\x00]*$"
+
+ShortName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=SINGLE_LINE)]
+FileId = MetadataKey = ShortName
+MetadataValue = Annotated[str, StringConstraints(max_length=512, pattern=NO_NUL)]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=SINGLE_LINE)]
 
 
 class JobCreate(BaseModel):
@@ -20,8 +26,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=512,
-                       description="body: alias (minilm-l6, tiny-bert), model dir or hub name")
+    model: ModelName = Field(description="body: alias (minilm-l6, tiny-bert), model dir or hub name")
     training_file: FileId
     validation_file: FileId | None = None
     method: dict[str, Any] = Field(
@@ -30,7 +35,7 @@ class JobCreate(BaseModel):
         examples=[{"type": "orca", "orca": {"training": {"epochs": 3, "batch_size": 32}}}],
     )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    suffix: str | None = Field(None, min_length=1, max_length=64)
+    suffix: ShortName | None = None
     metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
 
 
