@@ -19,6 +19,14 @@ from store.settings import Settings, get_settings
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def reject_control_characters(request: Request) -> None:
+    """Ids and query values are printable text; a NUL would otherwise reach PostgreSQL (which
+    refuses it in text columns) and come back as a 500 instead of the client's mistake."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if any(ord(char) < 0x20 for char in str(value)):
+            raise ApiError(422, "invalid_parameter", f"{name}: control characters are not allowed", name)
+
+
 def get_session() -> Iterator[Session]:
     """A session per request. Routes commit explicitly (before sending a queue message, say);
     anything left uncommitted is rolled back when the session closes."""

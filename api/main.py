@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from api.deps import current_owner, rate_limit
+from api.deps import current_owner, rate_limit, reject_control_characters
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.routes import files, health, jobs
@@ -22,6 +22,6 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     for router in (files.router, jobs.router):
         # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
-        app.include_router(router, prefix="/v1", dependencies=[Depends(current_owner), Depends(rate_limit)],
+        app.include_router(router, prefix="/v1", dependencies=[Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],
                            responses=ERROR_RESPONSES)
     return app

@@ -94,7 +94,7 @@ def _load_hf(name: str, pretrained: bool) -> tuple[nn.Module, Path | None]:
     source = str(path) if path.exists() else name
     try:
         if pretrained:
-            model = AutoModel.from_pretrained(source)
+            model = AutoModel.from_pretrained(source, use_safetensors=True)  # never a pickled .bin
         else:
             with torch.random.fork_rng():
                 torch.manual_seed(RANDOM_INIT_SEED)

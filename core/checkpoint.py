@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core.bodies import body_from_hf_config
@@ -99,8 +100,12 @@ def load_model(directory: Path, device: torch.device | str = "cpu") -> Predictor
     body = body_from_hf_config(config.body.name, manifest["body_config"])
     model, _ = build_model(config, spec, body=body)
     try:
-        model.load_state_dict(load_file(str(directory / WEIGHTS)))
-    except (OSError, RuntimeError) as exc:
+        weights = load_file(str(directory / WEIGHTS))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"cannot read {WEIGHTS}: {str(exc).splitlines()[0]}", field="checkpoint") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
         raise CheckpointError(f"weights do not match the manifest: {str(exc).splitlines()[0]}", field="checkpoint") from None
     device = torch.device(device)
     return Predictor(model.to(device).eval(), spec, Normalisation(**manifest["normalisation"]), manifest, device)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from core.config import parse_config
 from core.errors import UserError
+from core.model_refs import check_job_allowed
 from sqlalchemy.orm import Session
 
 from store.blobs import BlobStore
@@ -129,6 +130,8 @@ def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, setting
     blobs = BlobStore(settings.blob_root)
     try:
         config = parse_config(claimed.config)
+        # again here: the allow-list may have shrunk since the job was queued
+        check_job_allowed(config.body.name, config.alignment.proxy, settings.model_roots, settings.allowed_hub_models)
         if claimed.training_sha256 is None:
             raise LookupError(f"the training file of job {claimed.job_id} no longer exists")
         inputs = scratch / "inputs"

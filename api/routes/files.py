@@ -47,8 +47,12 @@ _UPLOAD_BODY = {
 }
 
 
+FILENAME_MAX_CHARS = 255  # the column's width
+
+
 @router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY,
-             responses={413: {"description": "Larger than the upload limit or the owner's storage quota"}})
+             responses={413: {"description": "Larger than the upload limit or the owner's storage quota"},
+                        415: {"description": "Not multipart/form-data"}})
 async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
                       blobs: BlobsDep, idempotency_key: IdempotencyKeyHeader = None) -> FileObject:
     """Stream the upload into the blob store (hashing as it goes), validate it, record it.
@@ -66,6 +70,9 @@ def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: Bl
         filename = upload.filename
         if filename is None:
             raise ApiError(422, "missing_parameter", "file: a file part named 'file' is required", "file")
+        if len(filename) > FILENAME_MAX_CHARS or any(ord(char) < 0x20 for char in filename):
+            raise ApiError(422, "invalid_parameter", f"file: the filename must be at most {FILENAME_MAX_CHARS} "
+                                                     "characters with no control characters", "file")
         purpose = upload.fields.get("purpose", PURPOSES[0])
         if purpose not in PURPOSES:
             raise ApiError(422, "invalid_parameter", f"purpose: expected one of {', '.join(PURPOSES)}", "purpose")

@@ -20,7 +20,7 @@ from api.idempotency import Once, create_once
 from api.schemas.common import ListResponse
 from api.schemas.jobs import CheckpointObject, EventObject, JobCreate, JobObject, MetricObject
 from core.config import config_from_job_request
-from core.model_refs import check_model_allowed
+from core.model_refs import check_job_allowed
 from store.models import Job, Owner
 from store.queue import send_run_job
 from store.repositories import checkpoints, events, files, idempotency, jobs, metrics, quotas
@@ -34,6 +34,7 @@ ENDPOINT = "fine_tuning.jobs"
 JOB_RETRY_AFTER_S = 60
 """A hint only: when a job finishes is not known in advance."""
 
+CURSOR_MAX, STEP_MAX = 2**63 - 1, 2**31 - 1  # the BIGINT id and INTEGER step columns
 JobStatusFilter = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
 
 
@@ -72,7 +73,7 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, settin
 
 def _create(session: Session, owner: Owner, body: JobCreate, settings: Settings) -> Job:
     config = config_from_job_request(body.model, body.method, body.seed)
-    check_model_allowed(body.model, settings.model_roots, settings.allowed_hub_models)
+    check_job_allowed(body.model, config.alignment.proxy, settings.model_roots, settings.allowed_hub_models)
     _require_usable_file(session, owner, body.training_file, "training_file")
     if body.validation_file is not None:
         _require_usable_file(session, owner, body.validation_file, "validation_file")
@@ -135,7 +136,7 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentOwner) -> JobObje
 
 @router.get("/{job_id}/events", response_model=ListResponse[EventObject])
 def list_events(job_id: str, session: SessionDep, owner: CurrentOwner, limit: LimitDep,
-                after: Annotated[int | None, Query(ge=0, description="id of the last event seen")] = None,
+                after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last event seen")] = None,
                 ) -> ListResponse[EventObject]:
     """Oldest first: poll with `after` = the last id seen to follow a running job."""
     _job_or_404(session, owner, job_id)
@@ -147,9 +148,9 @@ def list_events(job_id: str, session: SessionDep, owner: CurrentOwner, limit: Li
 def list_metrics(job_id: str, session: SessionDep, owner: CurrentOwner, limit: LimitDep,
                  key: Annotated[str | None, Query(max_length=128)] = None,
                  split: Annotated[str | None, Query(max_length=32)] = None,
-                 min_step: Annotated[int | None, Query(ge=0)] = None,
-                 max_step: Annotated[int | None, Query(ge=0)] = None,
-                 after: Annotated[int | None, Query(ge=0, description="id of the last point seen")] = None,
+                 min_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
+                 max_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
+                 after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last point seen")] = None,
                  ) -> ListResponse[MetricObject]:
     """Metric history in write order, filtered by key, split and inclusive step range."""
     _job_or_404(session, owner, job_id)

@@ -108,6 +108,8 @@ def deployment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv("XMODAL_BROKER_URL", request.getfixturevalue("redis_url"))
     # proxy feature banks are computed once per test session, not in the user's home
     monkeypatch.setenv("XMODAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "xmodal-cache"))
+    # allowed, so the API queues it, but on no hub: the worker's load fails (a user error)
+    monkeypatch.setenv("XMODAL_ALLOWED_HUB_MODELS", "no-such-model-anywhere")
     reset_settings()
     return get_settings()
 

@@ -1,5 +1,6 @@
 """A job's `model` is an alias, an allowed hub name or a directory under a model root, nothing else:
-no other server path, no `..` or symlink way out of a root. Checked in core, refused by the API."""
+no other server path, no `..` or symlink way out of a root; a proxy file lies under a root too.
+Checked in core, refused by the API, and checked again by the worker."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from core.model_refs import BODY_ALIASES, ModelNotAllowed, check_model_allowed
+from core.model_refs import BODY_ALIASES, ModelNotAllowed, ProxyNotAllowed, check_model_allowed, check_proxy_allowed
+from store.db import session_scope
+from store.models import Job
 from store.settings import Settings, reset_settings
 from tests.service.api_fixtures import (
     assert_error,
@@ -18,6 +21,7 @@ from tests.service.api_fixtures import (
     upload,
 )
 from tests.service.conftest import OwnerKey
+from tests.service.test_worker import CONFIG
 
 HUB = ["roberta-base", "microsoft/swin-base-patch4-window7-224"]
 
@@ -106,3 +110,38 @@ def test_job_create_refuses_a_model_outside_the_allow_list(client: TestClient, o
         assert_error(create(name), 422, "model_not_allowed", "model")  # type: ignore[arg-type]
     listed = client.get("/v1/fine_tuning/jobs", headers=auth(owner_key.key)).json()["data"]
     assert len(listed) == 3
+
+
+def test_proxy_files_must_lie_under_a_root(roots: dict[str, Path]) -> None:
+    (roots["root"] / "proxy.npz").write_bytes(b"")
+    (roots["outside"] / "proxy.npz").write_bytes(b"")
+    check_proxy_allowed("digits", [roots["root"]])  # a built-in proxy needs no root
+    check_proxy_allowed(str(roots["root"] / "proxy.npz"), [roots["root"]])
+    check_proxy_allowed(f"cifar10:{roots['root'] / 'bert-dna'}", [roots["root"]])
+    for proxy in [str(roots["outside"] / "proxy.npz"), str(roots["root"] / "escape" / "proxy.npz"), "proxy.npz",
+                  "cifar10:/etc", f"conll2003:{roots['root']}/../elsewhere"]:
+        with pytest.raises(ProxyNotAllowed):
+            check_proxy_allowed(proxy, [roots["root"]])
+
+
+def test_job_create_refuses_a_proxy_path_outside_the_roots(client: TestClient, owner_key: OwnerKey,
+                                                          roots: dict[str, Path], settings: Settings) -> None:
+    file_id = upload(client, owner_key.key, npz_bytes()).json()["id"]
+    method = {"type": "orca", "orca": {"alignment": {"proxy": "/etc/passwd.npz"}}}
+    response = client.post("/v1/fine_tuning/jobs", headers=auth(owner_key.key),
+                           json={"model": "tiny-bert", "training_file": file_id, "method": method})
+    assert_error(response, 422, "proxy_not_allowed", "alignment.proxy")
+
+
+def test_the_worker_checks_again_before_loading(settings: Settings) -> None:
+    """A job queued while a model was allowed fails, as a user error, once it no longer is."""
+    from tests.service.test_worker import FakeRunner, load, submit
+    from worker.lifecycle import execute_job
+
+    _, job_id = submit(settings)
+    with session_scope() as s:
+        s.get(Job, job_id).config = {**CONFIG, "body": {"name": "/opt/somewhere/model"}}  # type: ignore[union-attr]
+    runner = FakeRunner()
+    assert execute_job(job_id, settings, runner) == "failed"
+    assert load(job_id).error["code"] == "model_not_allowed"  # type: ignore[index]
+    assert runner.calls == []
