@@ -58,6 +58,7 @@ from bench.service_common import (
 )
 
 GET_P99_TARGET_MS = 50.0
+UNLIMITED = {"rate_limit_per_minute": "0", "max_active_jobs": "0"}  # thousands of requests and queued jobs per key
 GET_VS_HEALTHZ_TARGET = 0.5
 ENDPOINTS = ("healthz", "create", "get")
 
@@ -256,7 +257,7 @@ def main() -> int:
             database_url = stack.enter_context(postgres_database()) if backend == "postgresql" \
                 else sqlite_database(data_dir)
             key = create_key(database_url)
-            url, proc = stack.enter_context(serve(service_env(data_dir, database_url, broker), tmp / f"{backend}.log",
+            url, proc = stack.enter_context(serve(service_env(data_dir, database_url, broker, **UNLIMITED), tmp / f"{backend}.log",
                                                   args.workers))
             targets.append(Target(backend, url, key, upload_tiny(url, key), proc.pid))
             print(f"{backend}: {url} (pid {proc.pid})", flush=True)

@@ -8,8 +8,8 @@ database (so the broker is the only difference), one `xmodal serve` and one `xmo
 (Celery prefork, concurrency 1, one job per child): `redis` (an empty Redis db number) and
 `filesystem` (`filesystem://`, folders under the data dir). Jobs alternate between the two.
 
-The job names a model that does not exist (`no-such-model-anywhere`): the API accepts it (models
-are resolved where they run), the worker claims it (sets `started_at`, status `running`) and then
+The job names a model that does not exist (`no-such-model-anywhere`): the deployment lists it in
+`XMODAL_ALLOWED_HUB_MODELS` so the API accepts it, the worker claims it (sets `started_at`, status `running`) and then
 fails it with `invalid_config`, which frees the worker without training anything. One such job
 per deployment warms the worker first (unreported). Each measured job is submitted only after the
 previous one finished and the worker had `--settle` seconds to replace its pool child, so every
@@ -140,7 +140,8 @@ def main() -> int:
             data_dir.mkdir()
             database_url = stack.enter_context(postgres_database())
             broker_url = stack.enter_context(redis_db()) if broker == "redis" else "filesystem://"
-            env = service_env(data_dir, database_url, broker_url, cache_dir=str(tmp / "cache"))
+            env = service_env(data_dir, database_url, broker_url, cache_dir=str(tmp / "cache"),
+                              allowed_hub_models=BAD_MODEL)  # accepted by the API, failed by the worker
             key = create_key(database_url)
             url, _ = stack.enter_context(serve(env, tmp / f"{broker}-server.log"))
             stack.enter_context(worker(env, tmp / f"{broker}-worker.log"))
