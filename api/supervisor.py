@@ -79,8 +79,9 @@ class WorkerSupervisor:
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """Ask the worker to finish (SIGTERM), then kill its whole process group. A job cut short is
-    re-queued when its lease lapses and resumes from its last checkpoint."""
+    """Ask the worker to finish (SIGTERM: it checkpoints running jobs and hands them back), then kill
+    its whole process group. A job cut short by the kill is re-queued when its lease lapses and
+    resumes from its last checkpoint."""
     if worker.poll() is not None:
         return
     worker.terminate()
