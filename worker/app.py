@@ -27,6 +27,9 @@ celery_app.conf.update(
     task_default_queue=GPU_QUEUE,
     task_track_started=False,
     worker_hijack_root_logger=False,
+    # After a job process dies, wait this long (default 10 s) for its result before taking the next
+    # message; results are ignored here, so waiting only delays the recovered job.
+    worker_lost_wait=1.0,
 )
 
 
@@ -38,9 +41,13 @@ def _forget_parent_connections(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
+    """Sweep for lost jobs and messages; drop temp files a killed job process left mid-checkpoint."""
+    from store.blobs import BlobStore
     from worker.reaper import start_reaper
 
-    start_reaper(get_settings())
+    settings = get_settings()
+    BlobStore(settings.blob_root).remove_stale_temp_files()
+    start_reaper(settings)
 
 
 @signals.worker_shutting_down.connect
