@@ -13,7 +13,7 @@ import sys
 
 from core.errors import XModalError
 
-COMMAND_MODULES = ("core.commands", "store.commands", "worker.commands", "api.commands")
+COMMAND_MODULES = ("core.commands", "store.commands", "worker.commands", "api.commands", "client.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
