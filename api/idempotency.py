@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from store.models import File, Job
+from store.models import Experiment, File, Job
 from store.repositories import idempotency
 
-Made = TypeVar("Made", File, Job)
+Made = TypeVar("Made", File, Job, Experiment)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 from api.deps import current_owner, rate_limit, reject_control_characters
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
-from api.routes import files, health, jobs
+from api.routes import experiments, files, health, jobs
 from api.schemas.common import ERROR_RESPONSES
 
 
@@ -20,7 +20,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.state.rate_limiter = RateLimiter()
     app.include_router(health.router)
-    for router in (files.router, jobs.router):
+    for router in (files.router, jobs.router, experiments.router):
         # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
         app.include_router(router, prefix="/v1", dependencies=[Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],
                            responses=ERROR_RESPONSES)

@@ -28,6 +28,17 @@ class TaskType(str, Enum):
     scalar_regression = "scalar_regression"
 
 
+SELECTION_METRIC = {
+    TaskType.classification: "error",
+    TaskType.multilabel: "auroc_error",
+    TaskType.dense_regression: "relative_l2",
+    TaskType.dense_binary: "auroc_error",
+    TaskType.scalar_regression: "mae",
+}
+"""Each task's primary metric (lower is better): what refining selects on and experiments compare.
+Here, not in core.tasks, so the API reads it without torch."""
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

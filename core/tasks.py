@@ -9,14 +9,6 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from core.config import TaskType
 
-SELECTION_METRIC = {
-    TaskType.classification: "error",
-    TaskType.multilabel: "auroc_error",
-    TaskType.dense_regression: "relative_l2",
-    TaskType.dense_binary: "auroc_error",
-    TaskType.scalar_regression: "mae",
-}
-
 
 def relative_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ||prediction - target|| / ||target|| (the FNO / PDE convention)."""

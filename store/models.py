@@ -143,6 +143,27 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    experiment_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("experiments.id"), index=True, default=None)
+
+
+class Experiment(Base):
+    """A grid of jobs on one dataset (the ORCA ablation as one request). Its status and results are
+    read off its jobs, so nothing here can fall out of step with them."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (Index(None, "owner_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("exp"))
+    owner_id: Mapped[str] = mapped_column(String(40), ForeignKey("owners.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(64), default=None)
+    model: Mapped[str] = mapped_column(String(512))
+    training_file_id: Mapped[str] = mapped_column(String(40), ForeignKey("files.id"))
+    validation_file_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("files.id"), default=None)
+    method: Mapped[dict[str, Any]] = mapped_column()
+    grid: Mapped[dict[str, Any]] = mapped_column()
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class IdempotencyKey(Base):

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=0, description="requests per API key per API process; 0: no limit")
     max_active_jobs: int = Field(32, ge=0, description="queued + running jobs per owner; 0: no limit")
     max_storage_bytes: int = Field(100 * 1024**3, ge=0, description="live files' bytes per owner; 0: no limit")
+    max_experiment_jobs: int = Field(200, ge=1, description="most jobs one experiment's grid may create")
 
     @field_validator("model_roots", "allowed_hub_models", mode="before")
     @classmethod

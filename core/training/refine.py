@@ -14,7 +14,8 @@ import torch
 
 from core.callbacks import Stage
 from core.model import apply_freeze
-from core.tasks import SELECTION_METRIC, task_loss
+from core.config import SELECTION_METRIC
+from core.tasks import task_loss
 from core.training.context import TrainContext
 from core.training.evaluate import evaluate_split
 from core.training.optim import build_optimizer, build_scheduler

@@ -22,10 +22,11 @@ from store.repositories.scoping import Page, newest_first_page, select_owned
 
 def create(session: Session, *, owner_id: str, model: str, method: str, config: dict[str, Any],
            training_file_id: str, validation_file_id: str | None = None, seed: int | None = None,
-           suffix: str | None = None, metadata: dict[str, Any] | None = None, max_attempts: int = 3) -> Job:
+           suffix: str | None = None, metadata: dict[str, Any] | None = None, max_attempts: int = 3,
+           experiment_id: str | None = None) -> Job:
     job = Job(owner_id=owner_id, model=model, method=method, config=config, training_file_id=training_file_id,
               validation_file_id=validation_file_id, seed=seed, suffix=suffix, metadata_=metadata,
-              max_attempts=max_attempts, status="queued", attempt=0)
+              max_attempts=max_attempts, status="queued", attempt=0, experiment_id=experiment_id)
     session.add(job)
     session.flush()
     return job

@@ -1,7 +1,7 @@
 """The one place that decides what an owner may see.
 
-Files and jobs carry `owner_id`; events, metric points and checkpoints belong to a job and are
-visible through their job's owner. Soft-deleted files are invisible to everyone.
+Files, jobs and experiments carry `owner_id`; events, metric points and checkpoints belong to a job
+and are visible through their job's owner. Soft-deleted files are invisible to everyone.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from store.models import Checkpoint, File, Job, JobEvent, MetricPoint
+from store.models import Checkpoint, Experiment, File, Job, JobEvent, MetricPoint
 
 T = TypeVar("T")
+OwnedModel = type[File] | type[Job] | type[Experiment]
 JobChild = type[JobEvent] | type[MetricPoint] | type[Checkpoint]
 
 
@@ -26,7 +27,7 @@ class Page(Generic[T]):
     has_more: bool
 
 
-def owned(stmt: Select[Any], model: type[File] | type[Job], owner_id: str) -> Select[Any]:
+def owned(stmt: Select[Any], model: OwnedModel, owner_id: str) -> Select[Any]:
     """Restrict a query on an owned model to `owner_id`'s live rows."""
     stmt = stmt.where(model.owner_id == owner_id)
     if model is File:
@@ -40,7 +41,7 @@ def owned_job_children(stmt: Select[Any], model: JobChild, owner_id: str, job_id
 
 
 def newest_first_page(
-    session: Session, stmt: Select[Any], model: type[File] | type[Job], after: str | None, limit: int
+    session: Session, stmt: Select[Any], model: OwnedModel, after: str | None, limit: int
 ) -> Page[Any]:
     """Page `stmt` newest first by (created_at, id); `after` is the id of the last item already seen.
 
@@ -67,5 +68,5 @@ def id_cursor_page(session: Session, stmt: Select[Any], model: type[JobEvent] | 
     return Page(rows[:limit], len(rows) > limit)
 
 
-def select_owned(model: type[File] | type[Job], owner_id: str) -> Select[Any]:
+def select_owned(model: OwnedModel, owner_id: str) -> Select[Any]:
     return owned(select(model), model, owner_id)
