@@ -159,7 +159,7 @@ def test_concurrent_job_creates_with_one_key_make_one_job(alice: OwnerKey, file_
     import api.routes.jobs
 
     body = {"model": "tiny-bert", "training_file": file_id, "method": ORCA}
-    responses = _race(monkeypatch, api.routes.jobs, "check_model_allowed",
+    responses = _race(monkeypatch, api.routes.jobs, "check_job_allowed",
                       lambda instance: post_job(instance, alice.key, body, "once"))
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     assert responses[0].json()["id"] == responses[1].json()["id"]

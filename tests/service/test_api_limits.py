@@ -124,13 +124,13 @@ def test_concurrent_creates_cannot_both_take_the_last_job_slot(pg_settings: Sett
     with TestClient(create_app()) as client:
         file_id = upload(client, alice.key, npz_bytes()).json()["id"]
     barrier = threading.Barrier(2, timeout=30)
-    real = api.routes.jobs.check_model_allowed
+    real = api.routes.jobs.check_job_allowed
 
     def together(*args: Any) -> None:
         barrier.wait()  # both requests are past validation before either counts
         real(*args)
 
-    monkeypatch.setattr(api.routes.jobs, "check_model_allowed", together)
+    monkeypatch.setattr(api.routes.jobs, "check_job_allowed", together)
 
     def one(_: int) -> int:
         with TestClient(create_app(), raise_server_exceptions=False) as instance:
