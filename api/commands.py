@@ -61,9 +61,16 @@ def _prepare() -> Settings:
 
 def _run_api(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
+    from store.logs import json_logging_config
+    from store.settings import get_settings
+
+    # uvicorn applies log_config in every worker process; json also takes over its access and error logs.
+    log_config = (json_logging_config(loggers=tuple(LOGGING_CONFIG["loggers"]))
+                  if get_settings().log_format == "json" else LOGGING_CONFIG)
     # An import string (not an app object): with workers > 1 each process imports and builds its own app.
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=log_config)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -6,8 +6,9 @@ from fastapi import Depends, FastAPI
 
 from api.deps import current_owner, rate_limit, reject_control_characters
 from api.errors import install_error_handlers
+from api.observability import RequestMetrics, bind_job_id
 from api.ratelimit import RateLimiter
-from api.routes import experiments, files, health, jobs
+from api.routes import experiments, files, health, jobs, metrics
 from api.schemas.common import ERROR_RESPONSES
 
 
@@ -18,10 +19,12 @@ def create_app() -> FastAPI:
         description="Cross-modal fine-tuning of pretrained transformers, shaped like the OpenAI fine-tuning API.",
     )
     install_error_handlers(app)
+    app.add_middleware(RequestMetrics)
     app.state.rate_limiter = RateLimiter()
     app.include_router(health.router)
+    app.include_router(metrics.router)  # Prometheus; no key, like /healthz
     for router in (files.router, jobs.router, experiments.router):
         # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
-        app.include_router(router, prefix="/v1", dependencies=[Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],
+        app.include_router(router, prefix="/v1", dependencies=[Depends(bind_job_id), Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],
                            responses=ERROR_RESPONSES)
     return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=0, description="requests per API key per API process; 0: no limit")
     max_active_jobs: int = Field(32, ge=0, description="queued + running jobs per owner; 0: no limit")
     max_storage_bytes: int = Field(100 * 1024**3, ge=0, description="live files' bytes per owner; 0: no limit")
+    stream_poll_seconds: float = Field(0.5, gt=0, description="how often an SSE stream reads new rows")
+    stream_keepalive_seconds: float = Field(15.0, gt=0, description="SSE comment sent on a quiet stream this often")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
     max_experiment_jobs: int = Field(200, ge=1, description="most jobs one experiment's grid may create")
 
     @field_validator("model_roots", "allowed_hub_models", mode="before")

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, signals
 
 from store.db import dispose_engines
+from store.logs import JsonFormatter
 from store.queue import APP_NAME, GPU_QUEUE, broker_config
 from store.settings import get_settings
 
@@ -31,6 +32,15 @@ celery_app.conf.update(
     # message; results are ignored here, so waiting only delays the recovered job.
     worker_lost_wait=1.0,
 )
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_: Any) -> None:
+    """`XMODAL_LOG_FORMAT=json`: Celery's handlers keep their streams but write JSON lines."""
+    if get_settings().log_format == "json":
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 @signals.worker_process_init.connect

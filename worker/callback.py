@@ -63,6 +63,7 @@ class DatabaseCallback(Callback):
         self.final_checkpoint_id: str | None = None
         self.cancel_requested = False
         self._points: list[NewPoint] = []
+        self._rate_mark: tuple[str, int, float] | None = None  # (stage, step, time) at the last progress write
         self._last_flush = self._last_progress = self._last_cancel_poll = time.monotonic()
 
     def _write(self, work: Callable[[Session], T]) -> T:
@@ -86,12 +87,22 @@ class DatabaseCallback(Callback):
 
     def on_progress(self, progress: Progress) -> None:
         done = progress.total_steps > 0 and progress.step >= progress.total_steps
-        if not done and time.monotonic() - self._last_progress < PROGRESS_SECONDS:
+        now = time.monotonic()
+        if not done and now - self._last_progress < PROGRESS_SECONDS:
             return
-        self._last_progress = time.monotonic()
         record = {"stage": progress.stage, "step": progress.step, "total_steps": progress.total_steps,
-                  "fraction": progress.fraction, "eta_seconds": progress.eta_seconds}
+                  "fraction": progress.fraction, "eta_seconds": progress.eta_seconds,
+                  "steps_per_second": self._steps_per_second(progress, now)}
+        self._last_progress = now
         self._write(lambda session: jobs.set_progress(session, self.job_id, self.worker_id, record))
+
+    def _steps_per_second(self, progress: Progress, now: float) -> float | None:
+        """Steps since the last progress write over the time since it (about PROGRESS_SECONDS, so the
+        rate is fresh); None on the first write of a stage, whose steps count from a new start."""
+        mark, self._rate_mark = self._rate_mark, (progress.stage, progress.step, now)
+        if mark is None or mark[0] != progress.stage or progress.step < mark[1] or now <= mark[2]:
+            return None
+        return (progress.step - mark[1]) / (now - mark[2])
 
     def on_checkpoint(self, checkpoint: CheckpointSaved) -> None:
         self.flush_metrics()

@@ -23,6 +23,7 @@ from core.model_refs import check_job_allowed
 from sqlalchemy.orm import Session
 
 from store.blobs import BlobStore
+from store.logs import job_context
 from store.queue import MessageVisibility
 from store.repositories import checkpoints, events, files, jobs
 from store.settings import Settings, get_settings
@@ -65,8 +66,13 @@ def worker_identity() -> str:
 def execute_job(job_id: str, settings: Settings | None = None, runner: Runner | None = None,
                 task_id: str | None = None) -> Outcome:
     """Claim `job_id` and run it until it ends or goes back to the queue; returns what happened.
-    `task_id` names the Celery message that brought the job, kept invisible while it runs."""
-    settings = settings or get_settings()
+    `task_id` names the Celery message that brought the job, kept invisible while it runs.
+    Every log record of the run carries the job id."""
+    with job_context(job_id):
+        return _execute(job_id, settings or get_settings(), runner, task_id)
+
+
+def _execute(job_id: str, settings: Settings, runner: Runner | None, task_id: str | None) -> Outcome:
     worker_id = worker_identity()
     claimed = in_session(lambda session: _claim(session, job_id, worker_id, settings),
                          give_up_after=settings.lease_seconds)

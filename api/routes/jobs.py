@@ -1,4 +1,5 @@
-"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel; a job's events, metrics and checkpoints.
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel; a job's events, metrics and checkpoints,
+and streams that follow its events and metrics (server-sent events).
 
 Cancel: a queued job is `cancelled` at once; a running one gets `cancel_requested` and stays
 `running` until its worker stops at the next step (keeping its last checkpoint); cancelling a
@@ -8,10 +9,12 @@ cancelled job returns it unchanged; a succeeded or failed job answers 409.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse
 
 from api.deps import BlobsDep, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
 from api.downloads import blob_response
@@ -19,6 +22,7 @@ from api.errors import ApiError, not_found
 from api.idempotency import Once, create_once
 from api.schemas.common import ListResponse
 from api.schemas.jobs import CheckpointObject, EventObject, JobCreate, JobObject, MetricObject
+from api.streams import Feed, event_stream
 from core.config import config_from_job_request
 from core.model_refs import check_job_allowed
 from store.models import Job, Owner
@@ -176,3 +180,43 @@ def download_checkpoint(job_id: str, checkpoint_id: str, request: Request, sessi
     if row is None:
         raise not_found("checkpoint", checkpoint_id)
     return blob_response(request, blobs.path(row.sha256), row.sha256, "application/x-tar", f"{row.id}.tar")
+
+
+# --- streams: server-sent events (api.streams) ---------------------------------------------------
+
+StreamAfter = Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last row seen")]
+LastEventId = Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=CURSOR_MAX,
+                                           description="id of the last SSE event received (wins over `after`)")]
+STREAM_RESPONSES = {200: {"content": {"text/event-stream": {}},
+                          "description": "SSE: `event` = event | metric | end, `id` = row id, `data` = JSON"}}
+
+
+def _stream(session: Session, owner: Owner, job_id: str, feed: Feed, after: int | None, settings: Settings
+            ) -> EventSourceResponse:
+    """Scoped like the list routes, and a 404 before anything streams. The request's session is
+    closed here: the stream reads with short sessions of its own for as long as it lasts. A
+    stream is one request for the rate limit, however long it stays open."""
+    _job_or_404(session, owner, job_id)
+    owner_id = owner.id
+    session.close()
+    return event_stream(owner_id, job_id, feed, after, settings)
+
+
+@router.get("/{job_id}/events/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
+def stream_events(job_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
+                  after: StreamAfter = None, last_event_id: LastEventId = None) -> EventSourceResponse:
+    """Follow the job's events: each is `event: event` with the event object as `data`; `event: end`
+    with the job object closes the stream once the job has ended and every event was sent."""
+    feed = Feed("event", events.list_events, EventObject.from_row)
+    return _stream(session, owner, job_id, feed, last_event_id if last_event_id is not None else after, settings)
+
+
+@router.get("/{job_id}/metrics/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
+def stream_metrics(job_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
+                   key: Annotated[str | None, Query(max_length=128)] = None,
+                   split: Annotated[str | None, Query(max_length=32)] = None,
+                   after: StreamAfter = None, last_event_id: LastEventId = None) -> EventSourceResponse:
+    """Follow the job's metric points (filtered by key and split): `event: metric` with the metric
+    object as `data`, then `event: end` with the job object once the job has ended."""
+    feed = Feed("metric", partial(metrics.list_metrics, key=key, split=split), MetricObject.from_row)
+    return _stream(session, owner, job_id, feed, last_event_id if last_event_id is not None else after, settings)

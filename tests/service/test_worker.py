@@ -117,7 +117,8 @@ def test_success_records_everything(backend_settings: Settings) -> None:
     assert execute_job(job_id, backend_settings, runner) == "succeeded"
     job = load(job_id)
     assert job.status == "succeeded" and job.error is None and job.attempt == 1 and job.lease_owner is None
-    assert job.progress == {"stage": "refine", "step": 6, "total_steps": 6, "fraction": 1.0, "eta_seconds": 0.0}
+    assert job.progress == {"stage": "refine", "step": 6, "total_steps": 6, "fraction": 1.0, "eta_seconds": 0.0,
+                            "steps_per_second": None}  # one write: no earlier one to measure a rate from
     assert runner.calls[0]["train"] == b"my dataset" and runner.calls[0]["resume_step"] is None
     with session_scope() as s:
         ckpts = checkpoints.list_checkpoints(s, owner_id, job_id)
