@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the dashboard's chart library, copied from npm at build time (api/dashboard/static/vendor is not committed)
+UPLOT_VERSION := 1.6.32
+VENDOR := api/dashboard/static/vendor
 
-.PHONY: install run test test-fast bench bench-quality clean
+.PHONY: install vendor run test test-fast bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +18,16 @@ $(STAMP): pyproject.toml
 	scripts/system-packages.sh
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) vendor
+
+vendor:
+	@if [ "$$(cat $(VENDOR)/VERSION 2>/dev/null)" != "uplot@$(UPLOT_VERSION)" ] || [ ! -f $(VENDOR)/uPlot.iife.min.js ] \
+	    || [ ! -f $(VENDOR)/uPlot.min.css ]; then \
+	  npm install --prefix build/npm --no-audit --no-fund --silent uplot@$(UPLOT_VERSION) \
+	  && mkdir -p $(VENDOR) \
+	  && cp build/npm/node_modules/uplot/dist/uPlot.iife.min.js build/npm/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/ \
+	  && echo "uplot@$(UPLOT_VERSION)" > $(VENDOR)/VERSION; \
+	fi
 
 run: install
 	$(BIN)/xmodal up
@@ -35,10 +47,11 @@ bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/load.py
 
 # hours on a CPU: every method on five datasets with minilm-l6 (meant for a GPU machine)
 bench-quality: install
 	$(BIN)/python bench/quality.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache build/npm $(VENDOR)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
+from api import dashboard
 from api.deps import current_owner, rate_limit, reject_control_characters
 from api.errors import install_error_handlers
 from api.observability import RequestMetrics, bind_job_id
@@ -23,6 +24,7 @@ def create_app() -> FastAPI:
     app.state.rate_limiter = RateLimiter()
     app.include_router(health.router)
     app.include_router(metrics.router)  # Prometheus; no key, like /healthz
+    app.include_router(dashboard.router)  # HTML pages at / and /dashboard/…; they call /v1 from the browser
     for router in (files.router, jobs.router, experiments.router):
         # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
         app.include_router(router, prefix="/v1", dependencies=[Depends(bind_job_id), Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],
