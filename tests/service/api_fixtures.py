@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from store.settings import Settings
+from store.settings import Settings, reset_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +54,34 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None,
     if param is not None:
         assert error["param"] == param, error
     return error
+
+
+QUICK_ORCA = {"type": "orca", "orca": {"alignment": {"epochs": 1, "maxsamples": 16, "proxy": "digits"},
+                                       "training": {"epochs": 1, "batch_size": 8}}}
+"""A job `method` that validates and would run in seconds (the API tests never run it)."""
+
+
+@pytest.fixture(name="sent")
+def sent_fixture(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Job ids whose wake-up message was sent (the broker itself is not under test here)."""
+    import api.routes.jobs
+
+    messages: list[str] = []
+    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: messages.append(job_id))
+    return messages
+
+
+@pytest.fixture(name="limits")
+def limits_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set XMODAL_<NAME> limits for the rest of the test (settings are re-read per request)."""
+
+    def set_limits(**values: int) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"XMODAL_{name.upper()}", str(value))
+        reset_settings()
+
+    yield set_limits
+    reset_settings()
 
 
 @pytest.fixture(name="client")

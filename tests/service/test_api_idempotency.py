@@ -19,21 +19,9 @@ from api.main import create_app
 from store.db import session_scope
 from store.models import File, IdempotencyKey, Job, utcnow
 from store.settings import Settings
-from tests.service.api_fixtures import assert_error, auth, npz_bytes
+from tests.service.api_fixtures import QUICK_ORCA, assert_error, auth, npz_bytes, sent_fixture  # noqa: F401 (fixtures)
 from tests.service.conftest import OwnerKey, make_owner_key
 
-ORCA = {"type": "orca", "orca": {"alignment": {"epochs": 1, "maxsamples": 16, "proxy": "digits"},
-                                 "training": {"epochs": 1, "batch_size": 8}}}
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Job ids whose wake-up message was sent (the broker itself is not under test here)."""
-    import api.routes.jobs
-
-    messages: list[str] = []
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: messages.append(job_id))
-    return messages
 
 
 @pytest.fixture
@@ -83,7 +71,7 @@ def blobs_on_disk(settings: Settings) -> int:
 
 
 def test_a_job_retry_returns_the_first_job(client: TestClient, alice: OwnerKey, file_id: str, sent: list[str]) -> None:
-    body = {"model": "tiny-bert", "training_file": file_id, "method": ORCA, "metadata": {"a": "1", "b": "2"}}
+    body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA, "metadata": {"a": "1", "b": "2"}}
     first = post_job(client, alice.key, body, "retry-1")
     assert first.status_code == 200, first.text
     reordered = {**dict(reversed(list(body.items()))), "metadata": {"b": "2", "a": "1"}}
@@ -99,7 +87,7 @@ def test_a_job_retry_returns_the_first_job(client: TestClient, alice: OwnerKey, 
 
 def test_the_same_key_with_another_job_body_is_422(client: TestClient, alice: OwnerKey, file_id: str,
                                                    sent: list[str]) -> None:
-    body = {"model": "tiny-bert", "training_file": file_id, "method": ORCA}
+    body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA}
     assert post_job(client, alice.key, body, "k").status_code == 200
     for other in ({**body, "seed": 7}, {**body, "model": "tiny-swin"}, {**body, "suffix": "v2"}):
         assert_error(post_job(client, alice.key, other, "k"), 422, "idempotency_key_reused", "Idempotency-Key")
@@ -107,7 +95,7 @@ def test_the_same_key_with_another_job_body_is_422(client: TestClient, alice: Ow
 
 
 def test_an_expired_job_key_makes_a_new_job(client: TestClient, alice: OwnerKey, file_id: str, sent: list[str]) -> None:
-    body = {"model": "tiny-bert", "training_file": file_id, "method": ORCA}
+    body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA}
     first = post_job(client, alice.key, body, "k").json()["id"]
     expire_keys()
     second = post_job(client, alice.key, {**body, "seed": 3}, "k")  # another body is fine once expired
@@ -125,7 +113,7 @@ def test_a_key_whose_job_was_not_queued_is_released(client: TestClient, alice: O
     def down(job_id: str, settings: object = None) -> None:
         raise ConnectionRefusedError("broker down")
 
-    body = {"model": "tiny-bert", "training_file": file_id, "method": ORCA}
+    body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA}
     monkeypatch.setattr(api.routes.jobs, "send_run_job", down)
     assert_error(post_job(client, alice.key, body, "k"), 503, "queue_unavailable")
     monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: None)
@@ -158,7 +146,7 @@ def test_concurrent_job_creates_with_one_key_make_one_job(alice: OwnerKey, file_
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import api.routes.jobs
 
-    body = {"model": "tiny-bert", "training_file": file_id, "method": ORCA}
+    body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA}
     responses = _race(monkeypatch, api.routes.jobs, "check_job_allowed",
                       lambda instance: post_job(instance, alice.key, body, "once"))
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]

@@ -15,23 +15,10 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.ratelimit import RateLimiter
 from store.settings import Settings, reset_settings
-from tests.service.api_fixtures import assert_error, auth, npz_bytes, upload
+from tests.service.api_fixtures import assert_error, auth, npz_bytes, upload, limits_fixture  # noqa: F401 (fixtures)
 from tests.service.conftest import OwnerKey, make_owner_key
 
 FINETUNE = {"type": "finetune", "finetune": {"training": {"epochs": 1}}}
-
-
-@pytest.fixture
-def limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Set XMODAL_<NAME> limits for the rest of the test (settings are re-read per request)."""
-
-    def set_limits(**values: int) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(f"XMODAL_{name.upper()}", str(value))
-        reset_settings()
-
-    yield set_limits
-    reset_settings()
 
 
 @pytest.fixture

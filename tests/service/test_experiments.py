@@ -20,22 +20,10 @@ from migrations import alembic_config, upgrade
 from store.db import make_engine, session_scope
 from store.models import Experiment, Job
 from store.settings import Settings, reset_settings
-from tests.service.api_fixtures import assert_error, auth, npz_bytes, upload
+from tests.service.api_fixtures import QUICK_ORCA, assert_error, auth, npz_bytes, upload, limits_fixture, sent_fixture  # noqa: F401 (fixtures)
 from tests.service.conftest import OwnerKey, make_owner_key
 
-ORCA = {"type": "orca", "orca": {"alignment": {"epochs": 1, "maxsamples": 16, "proxy": "digits"},
-                                 "training": {"epochs": 1, "batch_size": 8}}}
 GRID = {"methods": ["orca", "finetune"], "alignment_epochs": [0, 2], "freeze": ["none", "body"], "seeds": [0, 1, 2]}
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Job ids whose wake-up message was sent (the broker itself is not under test here)."""
-    import api.routes.jobs
-
-    messages: list[str] = []
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: messages.append(job_id))
-    return messages
 
 
 @pytest.fixture
@@ -54,18 +42,7 @@ def file_id(client: TestClient, alice: OwnerKey) -> str:
     return str(upload(client, alice.key, npz_bytes()).json()["id"])
 
 
-@pytest.fixture
-def limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    def set_limits(**values: int) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(f"XMODAL_{name.upper()}", str(value))
-        reset_settings()
-
-    yield set_limits
-    reset_settings()
-
-
-def post(client: TestClient, key: str, file_id: str, grid: dict[str, Any], method: dict[str, Any] = ORCA,
+def post(client: TestClient, key: str, file_id: str, grid: dict[str, Any], method: dict[str, Any] = QUICK_ORCA,
          idempotency_key: str | None = None, **extra: Any) -> httpx.Response:
     headers = {**auth(key), **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
     return client.post("/v1/experiments", headers=headers,
@@ -120,13 +97,13 @@ def test_axes_default_to_the_base_config(client: TestClient, alice: OwnerKey, fi
 
 
 @pytest.mark.parametrize(("grid", "method", "param"), [
-    ({"freeze": ["none", "everything"]}, ORCA, "grid.freeze"),
-    ({"alignment_epochs": [1, -1]}, ORCA, "grid.alignment_epochs"),
-    ({"methods": ["orca", "lora"]}, ORCA, "grid.methods"),
-    ({"seeds": [0, 2**31]}, ORCA, "grid.seeds"),
-    ({"seeds": [1, 1]}, ORCA, "grid.seeds"),
-    ({"pretrained": []}, ORCA, "grid.pretrained"),
-    ({"depth": [1]}, ORCA, "grid.depth"),
+    ({"freeze": ["none", "everything"]}, QUICK_ORCA, "grid.freeze"),
+    ({"alignment_epochs": [1, -1]}, QUICK_ORCA, "grid.alignment_epochs"),
+    ({"methods": ["orca", "lora"]}, QUICK_ORCA, "grid.methods"),
+    ({"seeds": [0, 2**31]}, QUICK_ORCA, "grid.seeds"),
+    ({"seeds": [1, 1]}, QUICK_ORCA, "grid.seeds"),
+    ({"pretrained": []}, QUICK_ORCA, "grid.pretrained"),
+    ({"depth": [1]}, QUICK_ORCA, "grid.depth"),
     ({"seeds": [0, 1]}, {"type": "orca", "orca": {"training": {"lr": -1}}}, "method.orca.training.lr"),
 ])
 def test_a_bad_cell_is_a_422_naming_its_field_and_makes_nothing(client: TestClient, alice: OwnerKey, file_id: str,
@@ -149,7 +126,7 @@ def test_the_whole_grid_must_fit_under_the_active_job_limit(client: TestClient, 
                                                             limits: Any) -> None:
     limits(max_active_jobs=5)
     single = client.post("/v1/fine_tuning/jobs", headers=auth(alice.key),
-                         json={"model": "tiny-bert", "training_file": file_id, "method": ORCA})
+                         json={"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA})
     assert single.status_code == 200
     refused = post(client, alice.key, file_id, {"seeds": [0, 1, 2, 3, 4]})
     assert_error(refused, 429, "too_many_jobs")
@@ -162,7 +139,7 @@ def test_the_whole_grid_must_fit_under_the_active_job_limit(client: TestClient, 
 def test_missing_file_and_disallowed_model_make_nothing(client: TestClient, alice: OwnerKey, file_id: str) -> None:
     assert_error(post(client, alice.key, "file-nope", {"seeds": [0, 1]}), 404, "file_not_found", "training_file")
     response = client.post("/v1/experiments", headers=auth(alice.key),
-                           json={"model": "/etc/not-a-model", "training_file": file_id, "method": ORCA})
+                           json={"model": "/etc/not-a-model", "training_file": file_id, "method": QUICK_ORCA})
     assert_error(response, 422, "model_not_allowed")
     assert job_count() == 0
 
@@ -206,7 +183,7 @@ def test_the_table_is_mean_and_sample_std_over_finished_seeds(client: TestClient
 
 
 def test_one_seed_has_no_std_and_the_config_metric_wins(client: TestClient, alice: OwnerKey, file_id: str) -> None:
-    method = {"type": "orca", "orca": {**ORCA["orca"], "evaluation": {"metric": "f1_error"}}}
+    method = {"type": "orca", "orca": {**QUICK_ORCA["orca"], "evaluation": {"metric": "f1_error"}}}
     body = post(client, alice.key, file_id, {}, method=method).json()
     set_jobs([body["cells"][0]["jobs"][0]["id"]], "succeeded", {"error": 0.25, "f1_error": 0.4})
     table = client.get(f"/v1/experiments/{body['id']}", headers=auth(alice.key)).json()
