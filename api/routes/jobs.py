@@ -72,7 +72,7 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, settin
                                lambda job_id: jobs.get(session, owner.id, job_id))
     if created:
         _enqueue(session, owner, job, settings, once)
-    return JobObject.from_row(job)
+    return _job_objects(session, settings, [job])[0]
 
 
 def _create(session: Session, owner: Owner, body: JobCreate, settings: Settings) -> Job:
@@ -114,18 +114,24 @@ def _enqueue(session: Session, owner: Owner, job: Job, settings: Settings, once:
         raise ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly") from None
 
 
+def _job_objects(session: Session, settings: Settings, rows: list[Job]) -> list[JobObject]:
+    """The rows as job objects, with the queued ones' queue slots found for all of them at once."""
+    slots = jobs.queue_slots(session, [row.id for row in rows if row.status == "queued"], settings.lease_seconds)
+    return [JobObject.from_row(row, slots.get(row.id)) for row in rows]
+
+
 @router.get("", response_model=ListResponse[JobObject])
-def list_jobs(session: SessionDep, owner: CurrentOwner, limit: LimitDep,
+def list_jobs(session: SessionDep, owner: CurrentOwner, settings: SettingsDep, limit: LimitDep,
               after: Annotated[str | None, Query(max_length=64, description="id of the last job seen")] = None,
               status: JobStatusFilter = None) -> ListResponse[JobObject]:
     """Newest first."""
     page = jobs.list_jobs(session, owner.id, after=after, limit=limit, status=status)
-    return ListResponse[JobObject].of([JobObject.from_row(row) for row in page.items], page.has_more)
+    return ListResponse[JobObject].of(_job_objects(session, settings, page.items), page.has_more)
 
 
 @router.get("/{job_id}", response_model=JobObject)
-def get_job(job_id: str, session: SessionDep, owner: CurrentOwner) -> JobObject:
-    return JobObject.from_row(_job_or_404(session, owner, job_id))
+def get_job(job_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep) -> JobObject:
+    return _job_objects(session, settings, [_job_or_404(session, owner, job_id)])[0]
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses={409: {"description": "Already finished"}})

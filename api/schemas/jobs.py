@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.schemas.common import ErrorDetail, unix, unix_or_none
 from store.models import Checkpoint, Job, JobEvent, MetricPoint
+from store.repositories.jobs import QueueSlot
 
 
 SINGLE_LINE = r"^[^\x00-\x1f\x7f]*$"
@@ -53,7 +54,17 @@ def method_of(config: dict[str, Any]) -> dict[str, Any]:
     return {"type": kind, kind: {key: value for key, value in config.items() if key != "method"}}
 
 
+class JobHyperparameters(BaseModel):
+    """The training stage's settings under OpenAI's names; the full config is in `method`."""
+
+    batch_size: int
+    n_epochs: int
+    learning_rate: float = Field(description="absolute, not OpenAI's multiplier")
+
+
 class JobObject(BaseModel):
+    """A job; the fields from `organization_id` to `trained_tokens` are OpenAI's, so its SDK reads it."""
+
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -61,30 +72,47 @@ class JobObject(BaseModel):
     method: dict[str, Any]
     training_file: str
     validation_file: str | None
-    seed: int | None
+    seed: int = Field(description="the seed the job runs with: the request's, else the config's")
     suffix: str | None
     metadata: dict[str, str] | None
     progress: JobProgress | None
     attempt: int
     max_attempts: int
     cancel_requested: bool = Field(description="true once cancel was asked; a running job stops at its next step")
+    queue_position: int | None = Field(description="1 = next to start, among the deployment's queued jobs; "
+                                                   "null unless queued")
+    estimated_start: int | None = Field(description="unix seconds, from recent jobs' durations and the live "
+                                                    "workers; null unless queued, or with no finished job yet")
     created_at: int
     started_at: int | None
     finished_at: int | None
     error: ErrorDetail | None
     result: dict[str, Any] | None
+    organization_id: str = Field(description="the owner's id")
+    fine_tuned_model: str | None = Field(description="the final checkpoint's id once succeeded: download it "
+                                                     "from …/checkpoints/{id}/content")
+    hyperparameters: JobHyperparameters
+    result_files: list[str] = Field(default_factory=list, description="always empty: the metric history is at "
+                                                                      "…/metrics")
+    trained_tokens: None = Field(None, description="always null: training is not counted in tokens")
 
     @classmethod
-    def from_row(cls, row: Job) -> JobObject:
+    def from_row(cls, row: Job, slot: QueueSlot | None = None) -> JobObject:
+        training = row.config["training"]
         return cls(
             id=row.id, status=row.status, model=row.model, method=method_of(row.config),  # type: ignore[arg-type]
-            training_file=row.training_file_id, validation_file=row.validation_file_id, seed=row.seed,
+            training_file=row.training_file_id, validation_file=row.validation_file_id, seed=training["seed"],
             suffix=row.suffix, metadata=row.metadata_,
             progress=JobProgress.model_validate(row.progress) if row.progress else None,
             attempt=row.attempt, max_attempts=row.max_attempts, cancel_requested=row.cancel_requested,
+            queue_position=slot.position if slot else None, estimated_start=slot.estimated_start if slot else None,
             created_at=unix(row.created_at), started_at=unix_or_none(row.started_at),
             finished_at=unix_or_none(row.finished_at),
             error=ErrorDetail.model_validate(row.error) if row.error else None, result=row.result,
+            organization_id=row.owner_id,
+            fine_tuned_model=(row.result or {}).get("checkpoint") if row.status == "succeeded" else None,
+            hyperparameters=JobHyperparameters(batch_size=training["batch_size"], n_epochs=training["epochs"],
+                                               learning_rate=training["lr"]),
         )
 
 
@@ -120,11 +148,15 @@ class MetricObject(BaseModel):
 
 
 class CheckpointObject(BaseModel):
+    """`step_number` and `fine_tuned_model_checkpoint` are OpenAI's names (for its SDK)."""
+
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     fine_tuning_job_id: str
     created_at: int
     step: int
+    step_number: int = Field(description="= step")
+    fine_tuned_model_checkpoint: str = Field(description="= id: the name this checkpoint's model goes by")
     epoch: int | None
     stage: str
     final: bool
@@ -135,5 +167,5 @@ class CheckpointObject(BaseModel):
     @classmethod
     def from_row(cls, row: Checkpoint) -> CheckpointObject:
         return cls(id=row.id, fine_tuning_job_id=row.job_id, created_at=unix(row.created_at), step=row.step,
-                   epoch=row.epoch, stage=row.stage, final=row.final, metrics=row.metrics, sha256=row.sha256,
-                   bytes=row.bytes)
+                   step_number=row.step, fine_tuned_model_checkpoint=row.id, epoch=row.epoch, stage=row.stage,
+                   final=row.final, metrics=row.metrics, sha256=row.sha256, bytes=row.bytes)

@@ -8,12 +8,14 @@ database keep their clocks in sync (NTP); the lease length dwarfs ordinary skew.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from statistics import median
 from typing import Any
 
-from sqlalchemy import Update, and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Update, and_, distinct, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from store.models import Job, utcnow
 from store.repositories import events
@@ -42,6 +44,59 @@ def list_jobs(session: Session, owner_id: str, *, after: str | None = None, limi
     if status is not None:
         stmt = stmt.where(Job.status == status)
     return newest_first_page(session, stmt, Job, after, limit)
+
+
+@dataclass(frozen=True)
+class QueueSlot:
+    """Where a queued job stands: `position` 1 starts next; `estimated_start` is unix seconds, or
+    None while no job has finished to time the queue by."""
+
+    position: int
+    estimated_start: int | None
+
+
+RECENT_JOBS = 20
+"""How many of the latest succeeded jobs time the queue."""
+
+
+def queue_slots(session: Session, job_ids: Collection[str], lease_seconds: float,
+                now: datetime | None = None) -> dict[str, QueueSlot]:
+    """The slot of each of `job_ids` that is queued (the rest are left out), in two queries however
+    many ids: positions count the whole deployment's queued jobs, oldest first, as workers take them."""
+    if not job_ids:
+        return {}
+    ranked = (select(Job.id, func.row_number().over(order_by=(Job.created_at, Job.id)).label("position"))
+              .where(Job.status == "queued").subquery())
+    positions = dict(session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids))).all())
+    if not positions:
+        return {}
+    now = now or utcnow()
+    pace = _queue_pace(session, live_since=now - timedelta(seconds=lease_seconds))
+    return {job_id: QueueSlot(position, None if pace is None else _start(now, position, *pace))
+            for job_id, position in positions.items()}
+
+
+def _queue_pace(session: Session, live_since: datetime) -> tuple[float, int, int] | None:
+    """(median seconds of a recent succeeded job, live running jobs, live workers), or None with no
+    history. Live workers are the distinct lease owners that heartbeat within a lease period (idle
+    workers hold no lease, so at least 1 is assumed); the counts ride along with the durations."""
+    live = aliased(Job)
+    live_jobs = select(live.id).where(live.status == "running", live.heartbeat_at >= live_since)
+    running = live_jobs.with_only_columns(func.count()).scalar_subquery()
+    workers = live_jobs.with_only_columns(func.count(distinct(live.lease_owner))).scalar_subquery()
+    rows = session.execute(select(Job.started_at, Job.finished_at, running, workers)
+                           .where(Job.status == "succeeded", Job.started_at.is_not(None))
+                           .order_by(Job.finished_at.desc()).limit(RECENT_JOBS)).all()
+    if not rows:
+        return None
+    seconds = median((finished - started).total_seconds() for started, finished, _, _ in rows)
+    return seconds, rows[0][2], max(1, rows[0][3])
+
+
+def _start(now: datetime, position: int, seconds_per_job: float, running: int, workers: int) -> int:
+    """Every job ahead (queued before it, or running) takes the median time on one of the workers."""
+    ahead = position - 1 + running
+    return int(now.timestamp() + ahead * seconds_per_job / workers)
 
 
 def request_cancel(session: Session, owner_id: str, job_id: str) -> Job | None:
