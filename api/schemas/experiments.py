@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.common import unix
-from api.schemas.jobs import FileId, MetadataKey, MetadataValue, ModelName, ShortName
+from api.schemas.jobs import ShortName, TrainingRequest
 from core.config import parse_config
 from core.grid import AXES, cell_of, primary_metric
 from store.models import TERMINAL_STATUSES, Experiment, Job, JobStatus
@@ -42,22 +42,12 @@ class ExperimentGrid(BaseModel):
         return values
 
 
-class ExperimentCreate(BaseModel):
-    """`POST /v1/experiments`: every cell's config is validated with the job schema before any job is made."""
+class ExperimentCreate(TrainingRequest):
+    """`POST /v1/experiments`: `method` is the base config each cell varies along the grid; every
+    cell's config is validated with the job schema before any job is made."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: ModelName = Field(description="body: alias (minilm-l6, tiny-bert), model dir or hub name")
-    training_file: FileId
-    validation_file: FileId | None = None
-    method: dict[str, Any] = Field(
-        default_factory=lambda: {"type": "orca"},
-        description="the base config, shaped like a job's `method`; each cell varies it along the grid",
-        examples=[{"type": "orca", "orca": {"training": {"epochs": 3}}}],
-    )
     grid: ExperimentGrid = Field(default_factory=ExperimentGrid)
     name: ShortName | None = None
-    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
 
 
 class CellParams(BaseModel):

@@ -21,9 +21,10 @@ MetadataValue = Annotated[str, StringConstraints(max_length=512, pattern=NO_NUL)
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=SINGLE_LINE)]
 
 
-class JobCreate(BaseModel):
-    """`POST /v1/fine_tuning/jobs`. `method.<type>` takes the sections of a YAML job file
-    (alignment, training, embedder, evaluation, …); core's schema validates them."""
+class TrainingRequest(BaseModel):
+    """What a job and an experiment both name: the body, the data, the base method config, metadata.
+    `method.<type>` takes the sections of a YAML job file (alignment, training, embedder, evaluation,
+    …); core's schema validates them."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,9 +36,14 @@ class JobCreate(BaseModel):
         description='{"type": "orca", "orca": {"alignment": {...}, "training": {...}}}',
         examples=[{"type": "orca", "orca": {"training": {"epochs": 3, "batch_size": 32}}}],
     )
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
+
+
+class JobCreate(TrainingRequest):
+    """`POST /v1/fine_tuning/jobs`."""
+
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     suffix: ShortName | None = None
-    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
 
 
 class JobProgress(BaseModel):
