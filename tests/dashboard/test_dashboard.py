@@ -127,15 +127,27 @@ def browser() -> Iterator[Any]:
 
 
 class Console:
-    """Console errors and uncaught exceptions of every page it watches, with the page's URL."""
+    """Console errors and uncaught exceptions of every page it watches, with the page's URL. Every
+    console line and failed response is printed too: pytest shows them when a test fails."""
 
     def __init__(self) -> None:
         self.errors: list[str] = []
 
     def watch(self, page: Any) -> Any:
-        page.on("console", lambda message: message.type == "error" and self.errors.append(f"{page.url}: {message.text}"))
-        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: uncaught {error}"))
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self._error(f"{page.url}: uncaught {error}"))
+        page.on("response", lambda response: response.status >= 400 and print(f"HTTP {response.status} {response.url}"))
         return page
+
+    def _console(self, page: Any, message: Any) -> None:
+        line = f"{page.url}: console.{message.type}: {message.text} ({message.location.get('url')})"
+        print(line)
+        if message.type == "error":
+            self.errors.append(line)
+
+    def _error(self, line: str) -> None:
+        print(line)
+        self.errors.append(line)
 
 
 def login(page: Any, url: str, key: str) -> None:

@@ -23,6 +23,7 @@ function renderJob() {
   ];
   if (job.suffix) facts.push(["Suffix", job.suffix]);
   if (job.queue_position != null) facts.push(["Queue position", job.queue_position]);
+  if (job.estimated_start != null) facts.push(["Estimated start", when(job.estimated_start)]);
   if (job.cancel_requested && job.status === "running") facts.push(["Cancel", "requested"]);
   clear(document.getElementById("job-facts"), ...facts.map(([name, value]) => el("div", {}, el("dt", {}, name), el("dd", {}, value))));
   progressBar(job, document.getElementById("job-progress"));
@@ -115,7 +116,7 @@ function renderTimeline() {
   }));
 }
 
-function addEvents(items) {
+function addEvents(items, { live = true } = {}) {
   events.push(...items);
   const log = document.getElementById("events");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
@@ -124,7 +125,7 @@ function addEvents(items) {
     el("td", {}, event.level), el("td", {}, event.stage), el("td", {}, event.message))));
   if (atBottom) log.scrollTop = log.scrollHeight;
   renderTimeline();
-  if (items.some((event) => event.data && event.data.checkpoint)) loadCheckpoints().catch(showError);
+  if (live && items.some((event) => event.data && event.data.checkpoint)) loadCheckpoints().catch(showError);
 }
 
 // ---- checkpoints -------------------------------------------------------------------------
@@ -159,7 +160,7 @@ async function start() {
   renderJob();
   const [points, history] = await Promise.all([listAll(`${base}/metrics`), listAll(`${base}/events`)]);
   addMetrics(points);
-  addEvents(history);
+  addEvents(history, { live: false });
   await loadCheckpoints();
   const lastId = (items) => (items.length ? items[items.length - 1].id : null);
   const finished = () => FINISHED.has(job.status);

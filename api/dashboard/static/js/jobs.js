@@ -22,7 +22,7 @@ function row(job) {
     el("td", {}, tick),
     el("td", { className: "mono" }, el("a", { href: `/dashboard/jobs/${encodeURIComponent(job.id)}` }, job.id),
       job.suffix ? el("div", { className: "hint" }, job.suffix) : null),
-    el("td", {}, statusBadge(job.status)),
+    el("td", {}, statusBadge(job.status), job.queue_position != null ? el("span", { className: "hint", title: "queue position" }, ` #${job.queue_position}`) : null),
     el("td", {}, methodOf(job)),
     el("td", { className: "mono" }, job.model),
     el("td", {}, progressBar(job)),
