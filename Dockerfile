@@ -1,5 +1,11 @@
 # One image for api, worker and migrate (docker-compose.yml picks the command).
 # PyPI's default torch wheel is the CUDA build, which the GPU worker needs; the API never imports it.
+# The dashboard's chart library comes from npm at build time (it is not committed).
+FROM node:22-bookworm-slim AS vendor
+RUN npm install --prefix /npm --no-audit --no-fund uplot@1.6.32 \
+ && mkdir /vendor && cp /npm/node_modules/uplot/dist/uPlot.iife.min.js /npm/node_modules/uplot/dist/uPlot.min.css /vendor/ \
+ && echo "uplot@1.6.32" > /vendor/VERSION
+
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
@@ -12,6 +18,7 @@ COPY core core
 COPY store store
 COPY worker worker
 COPY api api
+COPY --from=vendor /vendor api/dashboard/static/vendor
 COPY client client
 COPY migrations migrations
 COPY cli cli
