@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ConfigError, UserError, XModalError
@@ -111,6 +112,14 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
                           headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    """Every database connection of this process stayed busy for the pool timeout: the server is
+    overloaded, which a client should back off from and retry, not a bug."""
+    log.warning("no free database connection for %s %s", request.method, request.url.path)
+    return error_response(503, "server_busy", "the server is busy; try again shortly",
+                          headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error; it has been logged")
@@ -123,4 +132,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(DisconnectionError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _pool_exhausted)
     app.add_exception_handler(Exception, _unhandled)

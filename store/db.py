@@ -17,6 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The API runs sync routes on anyio's thread pool (40 threads): a pool of 5 + 10 (SQLAlchemy's
+# default) made 25 of them wait for a connection under load and time out as 500s. 10 kept + 30
+# on demand covers every thread; one API process then holds at most 40 of PostgreSQL's 100.
+POOL_SIZE, POOL_MAX_OVERFLOW = 10, 30
+POOL_TIMEOUT_S = 30.0  # then the API answers 503 server_busy
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 """The database being away (refused or dropped connection, a SQLite file locked past the busy
 timeout) rather than a bug: callers answer 503 or retry."""
@@ -28,7 +33,8 @@ def make_engine(url: str) -> Engine:
     """A new engine for `url`; a SQLite file's folder is created so a fresh `./var` just works."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW,
+                             pool_timeout=POOL_TIMEOUT_S)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})

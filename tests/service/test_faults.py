@@ -204,3 +204,20 @@ def test_a_job_rides_out_a_database_outage(proxied_postgres: tuple[Settings, Tcp
     with session_scope() as s:
         assert [p.step for p in metrics.list_metrics(s, owner_id, job_id, key="loss").items] == [1, 2, 3, 4, 5, 6]
     assert load(job_id).status == "succeeded"
+
+
+@pytest.mark.integration
+def test_an_exhausted_connection_pool_is_a_503_not_a_500(pg_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connection busy for the pool timeout is overload: the client is told to retry."""
+    import store.db
+    from api.main import create_app
+
+    owner = make_owner_key()
+    for name, value in {"POOL_SIZE": 1, "POOL_MAX_OVERFLOW": 0, "POOL_TIMEOUT_S": 0.2}.items():
+        monkeypatch.setattr(store.db, name, value)
+    dispose_engines()
+    with TestClient(create_app()) as client, store.db.get_engine().connect():  # the only connection, held
+        response = client.get("/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {owner.key}"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "server_busy" and response.headers["Retry-After"] == "2"
+    dispose_engines()
