@@ -53,7 +53,8 @@ class ClaimedJob:
 
 
 def default_runner() -> Runner:
-    """core.run, imported only when a job runs so the worker's main process never loads torch."""
+    """core.run, imported here so that importing this module stays light (the worker's main process
+    preloads it before forking its job processes: worker.app)."""
     from core import run
 
     return run
