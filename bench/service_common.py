@@ -1,4 +1,5 @@
-"""Shared helpers for the service benchmarks (`bench/api.py`, `bench/dispatch.py`, `bench/upload.py`):
+"""Shared helpers for the service benchmarks (`bench/api.py`, `bench/dispatch.py`, `bench/upload.py`,
+`bench/load.py`):
 a fresh PostgreSQL database, a Redis db number, `xmodal serve` / `xmodal worker` as real child
 processes, an API key, a tiny dataset, process RSS from /proc, and the results-file header.
 
@@ -11,6 +12,7 @@ import datetime as dt
 import io
 import os
 import platform
+import re
 import secrets
 import shlex
 import socket
@@ -180,9 +182,9 @@ def serve(env: dict[str, str], log: Path, workers: int = 1) -> Iterator[tuple[st
 
 
 @contextmanager
-def worker(env: dict[str, str], log: Path) -> Iterator[Proc]:
-    """`xmodal worker` (Celery prefork, concurrency 1, one job per child)."""
-    with child([*XMODAL, "worker", "--loglevel", "info"], env, log) as proc:
+def worker(env: dict[str, str], log: Path, concurrency: int = 1) -> Iterator[Proc]:
+    """`xmodal worker` (Celery prefork, `concurrency` jobs at once, one job per child)."""
+    with child([*XMODAL, "worker", "--loglevel", "info", "--concurrency", str(concurrency)], env, log) as proc:
         yield proc
 
 
@@ -208,6 +210,21 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid`, of its children it has reaped (cutime + cstime) and of its live
+    descendants. Unlike `cpu_seconds(pid, children=True)`, a child that ends between two readings
+    (a worker's job process) still counts."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                total += tree_cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass  # gone meanwhile
+    return total
+
+
 # ---------------------------------------------------------------------------------- data, results
 
 
@@ -224,11 +241,52 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def upload_tiny(url: str, key: str) -> str:
-    response = httpx.post(f"{url}/v1/files", headers=auth(key), files={"file": ("tiny.npz", tiny_npz())},
+def upload_tiny(url: str, key: str, data: bytes | None = None) -> str:
+    """Upload `data` (default: `tiny_npz()`) as a fine-tune file; returns its id."""
+    response = httpx.post(f"{url}/v1/files", headers=auth(key), files={"file": ("tiny.npz", data or tiny_npz())},
                           data={"purpose": "fine-tune"}, timeout=30)
     response.raise_for_status()
     return str(response.json()["id"])
+
+
+ACCESS_5XX = re.compile(r'"([A-Z]+ \S+) HTTP/[\d.]+" (5\d\d [^"]*)$')
+"""A uvicorn access-log line of a 5xx answer: (request, status)."""
+
+
+def log_problems(log: Path) -> list[tuple[int, str]]:
+    """The distinct failures in a child's log, most frequent first, as (count, excerpt). A traceback
+    is keyed by its exception line and shown as its frames outside site-packages and the standard
+    library, its last frame and the exception; a uvicorn access line of a 5xx answer by request and
+    status, and a WARNING/ERROR/CRITICAL line by its text, both with resource ids (`ftjob-...`) masked."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found: dict[str, tuple[int, str]] = {}
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("Traceback"):
+            end = i + 1
+            while end < len(lines) and (lines[end].startswith(" ") or not lines[end]):
+                end += 1
+            frames = [j for j in range(i + 1, end) if lines[j].startswith('  File "')]
+            shown = [j for j in frames if not any(lib in lines[j] for lib in ("site-packages", "/lib/python3", '"<'))]
+            shown += [frames[-1]] if frames and frames[-1] not in shown else []
+            body = [text for j in shown for text in lines[j:j + 2]]
+            key = lines[end] if end < len(lines) else "(log ends inside a traceback)"
+            excerpt = "\n".join([line, *body, key])
+            i = end + 1
+        elif (access := ACCESS_5XX.search(line)) is not None:
+            key = excerpt = re.sub(r"\b([a-z]+)-[a-z0-9]{16,}\b", r"\1-<id>", f"{access[1]} -> {access[2]}")
+            i += 1
+        elif any(level in line for level in ("ERROR", "CRITICAL", "WARNING")):
+            excerpt = re.sub(r"^\[[^\]]*\]\s*", "", line)  # Celery's [time: LEVEL/process] prefix
+            key = re.sub(r"\b([a-z]+)-[a-z0-9]{16,}\b", r"\1-<id>", excerpt)  # one entry for all jobs' lines
+            i += 1
+        else:
+            i += 1
+            continue
+        count, first = found.get(key, (0, excerpt))
+        found[key] = (count + 1, first)
+    return sorted(found.values(), key=lambda item: -item[0])
 
 
 def git_commit() -> str:
