@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import sys
 import tempfile
@@ -85,13 +84,23 @@ def machine_ticks() -> tuple[int, int]:
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
 
 
-def list_all_jobs(client: httpx.Client) -> dict[str, dict[str, Any]]:
-    """Every job of the client's key, by id (pages of 100, newest first)."""
+def list_all_jobs(client: httpx.Client, tries: int = 10) -> dict[str, dict[str, Any]]:
+    """Every job of the client's key, by id (pages of 100, newest first). A page answered 5xx or not
+    at all is asked again after 3 s, up to `tries` times: the bench's own bookkeeping must outlast an
+    overloaded server."""
     found: dict[str, dict[str, Any]] = {}
     after = None
     while True:
         params: dict[str, Any] = {"limit": 100, **({"after": after} if after else {})}
-        response = client.get(JOBS, params=params)
+        for attempt in range(tries):
+            try:
+                response = client.get(JOBS, params=params)
+                if response.status_code < 500 or attempt == tries - 1:
+                    break
+            except httpx.TransportError:
+                if attempt == tries - 1:
+                    raise
+            time.sleep(3.0)
         response.raise_for_status()
         page = response.json()
         found.update({job["id"]: job for job in page["data"]})

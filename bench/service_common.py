@@ -249,8 +249,8 @@ def upload_tiny(url: str, key: str, data: bytes | None = None) -> str:
     return str(response.json()["id"])
 
 
-ACCESS_5XX = re.compile(r'"([A-Z]+ \S+) HTTP/[\d.]+" (5\d\d [^"]*)$')
-"""A uvicorn access-log line of a 5xx answer: (request, status)."""
+ACCESS_5XX = re.compile(r'"([A-Z]+ [^\s?]+)\S* HTTP/[\d.]+" (5\d\d [^"]*)$')
+"""A uvicorn access-log line of a 5xx answer: (method and path without the query, status)."""
 
 
 def log_problems(log: Path) -> list[tuple[int, str]]:
