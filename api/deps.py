@@ -48,6 +48,12 @@ def current_owner(session: SessionDep, credentials: Credentials) -> Owner:
     if credentials is None:
         raise ApiError(401, "invalid_api_key", "missing API key; send 'Authorization: Bearer <key>'", headers=challenge)
     owner = keys.authenticate(session, credentials.credentials)
+    # End the transaction now, giving the connection back to the pool: the rest of the request runs
+    # in other thread-pool calls, and a request holding a connection while it waits for a thread
+    # deadlocks the API once threads + connections requests are in flight (bench/load.py at 200
+    # clients). The route checks a connection out again when it needs one; `owner` stays loaded
+    # (expire_on_commit=False).
+    session.commit()
     if owner is None:
         raise ApiError(401, "invalid_api_key", "invalid or revoked API key", headers=challenge)
     return owner
