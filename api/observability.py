@@ -28,16 +28,20 @@ OPEN_STREAMS = Gauge("xmodal_sse_streams_open", "Server-sent event streams being
 
 
 def route_template(scope: MutableMapping[str, Any]) -> str:
-    """`/v1/fine_tuning/jobs/{job_id}`, not the raw path: label values stay a small fixed set.
+    """`/v1/fine_tuning/jobs/{job_id}`, not the raw path: label values stay a small fixed set, or
+    anyone could grow `/metrics` without bound by requesting junk paths (every unmatched path
+    shares `unmatched`).
 
     A matched route knows its path inside its router, not the prefixes it was included under;
-    those are the request path's leading segments, as many as the route's path leaves over.
+    those are the request path's leading segments, as many as the route's own path leaves over.
+    A `{name:path}` value spans segments of its own, so its slashes count towards the route's.
     """
     template = getattr(scope.get("route"), "path", None)
     if not template:
         return "unmatched"
     segments = scope["path"].split("/")
-    return "/".join(segments[:len(segments) - template.count("/")]) + template
+    spanned = template.count("/") + sum(str(value).count("/") for value in scope.get("path_params", {}).values())
+    return "/".join(segments[:len(segments) - spanned]) + template
 
 
 class RequestMetrics:

@@ -30,6 +30,7 @@ from tests.service.api_fixtures import (
     auth,
     client_fixture,  # noqa: F401 (registers the `client` fixture)
     free_port,
+    live_server,
     running,
     wait_until_up,
 )
@@ -190,3 +191,23 @@ def test_the_worker_gives_celerys_handlers_the_json_formatter(settings: Settings
         assert isinstance(handler.formatter, JsonFormatter)
     finally:
         logger.removeHandler(handler)
+
+
+def test_junk_paths_do_not_grow_metrics(settings: Settings, tmp_path: Path) -> None:
+    """The red-team attack: thousands of distinct paths under `/dashboard/static/{path:path}` (the
+    raw path became a label) or matching no route at all, then `/metrics` is no larger than before."""
+    def junk(n: int) -> list[str]:
+        return [f"/dashboard/static/INJECTED-{n}/b/c/d", f"/dashboard/static/INJECTED-{n}", f"/no/such/INJECTED-{n}/x",
+                f"/v1/fine_tuning/jobs/INJECTED-{n}/events/stream", f"/v1/files/INJECTED-{n}/b"]
+
+    with live_server(tmp_path) as url, httpx.Client(base_url=url, timeout=10.0) as http:
+        for path in junk(0):  # each route template's series exists from here on
+            http.get(path)
+        before = http.get("/metrics").text
+        for n in range(1, 301):
+            for path in junk(n):
+                assert http.get(path).status_code in (401, 404)
+        after = http.get("/metrics").text
+    assert "INJECTED" not in after
+    # only the counts' digits grow; each raw path as a label would add a counter and a histogram
+    assert len(after) - len(before) < 2000, (len(before), len(after))
