@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from core.errors import XModalError
+from store.settings import SettingsError
 
 COMMAND_MODULES = ("core.commands", "store.commands", "worker.commands", "api.commands", "client.commands")
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except XModalError as exc:
+    except (XModalError, SettingsError) as exc:
         print(f"xmodal: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

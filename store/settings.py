@@ -10,8 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
@@ -51,14 +52,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
-        if not self.database_url:
-            self.database_url = f"sqlite:///{self.data_dir / 'xmodal.db'}"
-        if self.blob_dir is None:
-            self.blob_dir = self.data_dir / "blobs"
+        """Make every path absolute here, once: a relative one means another folder to each process
+        (and to a symlink in a job's scratch folder), so the embedded `./var` default broke jobs."""
+        self.data_dir = self.data_dir.expanduser().absolute()
+        self.database_url = _absolute_sqlite_url(self.database_url or f"sqlite:///{self.data_dir / 'xmodal.db'}")
+        self.blob_dir = (self.blob_dir or self.data_dir / "blobs").expanduser().absolute()
+        self.model_roots = [root.expanduser().absolute() for root in self.model_roots]
         if self.heartbeat_seconds >= self.lease_seconds:
-            raise ValueError("heartbeat_seconds must be shorter than lease_seconds, or leases lapse between beats")
+            raise ValueError(f"XMODAL_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}) must be shorter than "
+                             f"XMODAL_LEASE_SECONDS ({self.lease_seconds:g}), or leases lapse between beats")
         if self.heartbeat_seconds >= self.redis_visibility_seconds:
-            raise ValueError("heartbeat_seconds must be shorter than redis_visibility_seconds, "
+            raise ValueError(f"XMODAL_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}) must be shorter than "
+                             f"XMODAL_REDIS_VISIBILITY_SECONDS ({self.redis_visibility_seconds:g}), "
                              "or running jobs' messages are re-delivered")
         return self
 
@@ -78,9 +83,41 @@ class Settings(BaseSettings):
         return self.data_dir / "work"
 
 
+class SettingsError(ValueError):
+    """An invalid `XMODAL_*` variable, said in one line that names it (the CLI prints it, exit 2)."""
+
+
+def _absolute_sqlite_url(url: str) -> str:
+    """`sqlite:///var/x.db` names a file relative to the working directory; anchor it there now."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return url
+    if parsed.database.startswith("file:") or Path(parsed.database).is_absolute():
+        return url
+    return parsed.set(database=str(Path(parsed.database).expanduser().absolute())).render_as_string(hide_password=False)
+
+
+def _one_line(error: ValidationError) -> str:
+    """Pydantic's report as `XMODAL_NAME: rule; …` instead of a multi-line traceback."""
+    parts = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = item["loc"][0] if item["loc"] else None
+        parts.append(f"XMODAL_{str(field).upper()}: {message}" if field is not None else message)
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """Read the environment, raising SettingsError (not pydantic's ValidationError) when it is invalid."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 def reset_settings() -> None:

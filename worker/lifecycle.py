@@ -172,8 +172,14 @@ def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, setting
 
 
 def _link(blob: Path, name: Path) -> Path:
-    """Give a blob the file name core expects, without copying gigabytes."""
-    if not blob.is_file():
+    """Give a blob the file name core expects, without copying gigabytes.
+
+    A missing or unreadable blob is raised here, as the store's fault (internal_error): reached
+    through the link, core would report it as the user's dataset being unreadable."""
+    target = blob.absolute()  # a relative target would resolve from the link's folder, not ours
+    if not target.is_file():
         raise FileNotFoundError(f"blob {blob.name} is missing from the blob store")
-    name.symlink_to(blob)
+    if not os.access(target, os.R_OK):
+        raise PermissionError(f"blob {blob.name} in the blob store is not readable by the worker")
+    name.symlink_to(target)
     return name

@@ -172,6 +172,20 @@ def test_internal_error_is_short_and_the_next_job_still_runs(settings: Settings)
     assert execute_job(healthy, settings, FakeRunner()) == "succeeded"
 
 
+def test_a_missing_blob_is_an_internal_error_not_the_users_dataset(settings: Settings) -> None:
+    """Fails if the worker links a blob it has not checked: core then reports `invalid_dataset`."""
+    _, job_id = submit(settings, data=b"bytes that go missing")
+    with session_scope() as s:
+        sha256 = files.blob_of(s, load(job_id).training_file_id)
+    assert sha256 is not None
+    BlobStore(settings.blob_root).path(sha256).unlink()
+    runner = FakeRunner()
+    assert execute_job(job_id, settings, runner) == "failed"
+    error = load(job_id).error
+    assert error is not None and error["code"] == "internal_error" and error["param"] is None
+    assert "missing from the blob store" in error["message"] and runner.calls == []
+
+
 def test_cancel_while_running_stops_and_keeps_the_checkpoint(settings: Settings) -> None:
     owner_id, job_id = submit(settings)
 
