@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # the dashboard's chart library, copied from npm at build time (api/dashboard/static/vendor is not committed)
 UPLOT_VERSION := 1.6.32
 VENDOR := api/dashboard/static/vendor
+# /docs's Swagger UI, served from our own origin (never a CDN): copied from npm the same way
+SWAGGER_UI_VERSION := 5.35.0
+SWAGGER_UI := $(VENDOR)/swagger-ui
 
 .PHONY: install vendor run test test-fast bench bench-quality clean
 
@@ -28,13 +31,21 @@ vendor:
 	  && cp build/npm/node_modules/uplot/dist/uPlot.iife.min.js build/npm/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/ \
 	  && echo "uplot@$(UPLOT_VERSION)" > $(VENDOR)/VERSION; \
 	fi
+	@if [ "$$(cat $(SWAGGER_UI)/VERSION 2>/dev/null)" != "swagger-ui-dist@$(SWAGGER_UI_VERSION)" ] \
+	    || [ ! -f $(SWAGGER_UI)/swagger-ui-bundle.js ] || [ ! -f $(SWAGGER_UI)/swagger-ui.css ]; then \
+	  npm install --prefix build/npm --no-audit --no-fund --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) \
+	  && mkdir -p $(SWAGGER_UI) \
+	  && cp build/npm/node_modules/swagger-ui-dist/swagger-ui-bundle.js build/npm/node_modules/swagger-ui-dist/swagger-ui.css $(SWAGGER_UI)/ \
+	  && echo "swagger-ui-dist@$(SWAGGER_UI_VERSION)" > $(SWAGGER_UI)/VERSION; \
+	fi
 
 run: install
 	$(BIN)/xmodal up
 
+# a service, browser or data package that a test needs and cannot reach fails the run (tests/services.py)
 test: install
 	scripts/services.sh
-	$(BIN)/python -m pytest -q
+	XMODAL_TEST_REQUIRE_SERVICES=1 $(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration"

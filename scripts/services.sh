@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the PostgreSQL and Redis the integration tests use, when they are not already running.
+# Start the PostgreSQL and Redis the integration tests use, when they are not already running, then
+# check a real login on each (the tests' own URLs), so that a refused login stops `make test` here.
 set -euo pipefail
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   command -v pg_ctlcluster >/dev/null || apt-get install -y -q postgresql >/dev/null
@@ -13,5 +14,14 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   for _ in $(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
 fi
-pg_isready -h 127.0.0.1 -p 5432
-redis-cli -h 127.0.0.1 -p 6379 ping
+# the tests log in as postgres over TCP with no password (tests/service/conftest.py: trust auth on 127.0.0.1)
+if ! out=$(psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -w -tAc 'select 1' 2>&1) || [ "$out" != 1 ]; then
+  echo "services.sh: PostgreSQL at 127.0.0.1:5432 refused the tests' login (user postgres, no password): $out" >&2
+  echo "services.sh: allow it in pg_hba.conf, e.g. 'host all postgres 127.0.0.1/32 trust', and reload" >&2
+  exit 1
+fi
+if ! out=$(redis-cli -h 127.0.0.1 -p 6379 ping 2>&1) || [ "$out" != PONG ]; then
+  echo "services.sh: Redis at 127.0.0.1:6379 did not answer PING with PONG: $out" >&2
+  exit 1
+fi
+echo "services.sh: PostgreSQL login as postgres ok; Redis PING ok"

@@ -9,6 +9,7 @@ import pytest
 
 from core.data import proxy_sources as ps
 from core.errors import DatasetError
+from tests.services import unavailable
 
 WORDNET = Path("/usr/share/wordnet")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -29,8 +30,9 @@ def test_balanced_indices_round_robin():
         ps.balanced_indices(labels, 0, seed=0)
 
 
-@pytest.mark.skipif(not WORDNET.is_dir(), reason="Debian package wordnet-base not installed")
 def test_wordnet_glosses():
+    if not WORDNET.is_dir():
+        unavailable(f"{WORDNET} is absent: install Debian's wordnet-base (scripts/system-packages.sh)")
     texts, labels = ps.wordnet_glosses(450, seed=0)
     assert len(texts) == len(labels) == 450 and labels.dtype == np.int64
     assert _classes(labels) == 45 and np.bincount(labels).min() == 10  # 45 lexicographer files
@@ -54,8 +56,9 @@ def test_wordnet_parses_lines(tmp_path):
     assert sorted(zip(labels.tolist(), texts)) == [(0, "good"), (2, "fast"), (3, "a thing"), (30, "to move")]
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist():
+    if not FASHION.is_dir():
+        unavailable(f"{FASHION} is absent: install Debian's dataset-fashion-mnist (scripts/system-packages.sh)")
     images, labels = ps.fashion_mnist(200, seed=0)
     assert images.shape == (200, 28, 28) and images.dtype == np.uint8
     assert labels.dtype == np.int64 and np.bincount(labels).tolist() == [20] * 10

@@ -2,8 +2,9 @@
 
 `settings`: a temp data dir with a migrated SQLite database and the filesystem broker (always).
 `pg_settings`: the same data dir on a fresh PostgreSQL database made once per test session and
-emptied before each test (skipped when no server answers at XMODAL_TEST_POSTGRES, default
-127.0.0.1:5432). `backend_settings` runs a test on both. `redis_url`: a dedicated Redis db number.
+emptied before each test (XMODAL_TEST_POSTGRES, default 127.0.0.1:5432). `backend_settings` runs a
+test on both. `redis_url`: a dedicated Redis db number. A server that cannot be reached or refuses the
+login skips its tests, and fails them under `make test` (tests/services.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from store.db import dispose_engines, session_scope
 from store.models import Base
 from store.settings import Settings, get_settings, reset_settings
+from tests.services import unavailable
 
 POSTGRES_SERVER = os.environ.get("XMODAL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("XMODAL_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -73,9 +75,10 @@ def postgres_database_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no server: the PostgreSQL path cannot run here
+    except Exception as exc:  # no server, or a refused login: the PostgreSQL path cannot run here
         admin.dispose()
-        pytest.skip(f"PostgreSQL not available at {POSTGRES_SERVER}: {type(exc).__name__}")
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        unavailable(f"PostgreSQL not available at {POSTGRES_SERVER}: {reason}")
     url = f"{POSTGRES_SERVER}/{name}"
     upgrade(url)
     yield url
@@ -120,8 +123,9 @@ def redis_url() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.flushdb()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis not available at {REDIS_URL}")
+    except redis.exceptions.ConnectionError as exc:  # a refused password is a ConnectionError too
+        client.close()
+        unavailable(f"Redis not available at {REDIS_URL}: {exc}")
     yield REDIS_URL
     client.flushdb()
     client.close()
