@@ -20,6 +20,7 @@ from client.errors import (
     XModalAPIError,
     XModalClientError,
 )
+from client.http import RetryPolicy
 from client.types import Checkpoint, Download, ErrorInfo, Event, File, FileDeleted, Job, JobProgress, Metric, Page
 
 __all__ = [

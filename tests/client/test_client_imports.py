@@ -13,3 +13,12 @@ def test_the_client_and_its_commands_import_no_server_package() -> None:
     repo = Path(__file__).parents[2]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_every_name_in_all_is_exported() -> None:
+    """`from client import *` fails with AttributeError on a name listed in `__all__` but never imported."""
+    namespace: dict[str, object] = {}
+    exec("from client import *", namespace)
+    import client
+
+    assert sorted(set(namespace) - {"__builtins__"}) == sorted(client.__all__)
