@@ -1,7 +1,7 @@
 // Line charts on uPlot (vendored from npm into /dashboard/static/vendor by `make install`).
 // A chart holds named series of [x, y] points; `data-points` on its box counts the points drawn.
 
-import { el } from "./format.js";
+import { el, number, tickLabels } from "./format.js";
 
 export const PALETTE = ["#2f6fed", "#e8590c", "#13864a", "#c2255c", "#7048e8", "#0c8599", "#a61e4d", "#5c940d", "#862e9c", "#364fc7"];
 
@@ -52,9 +52,9 @@ export class LineChart {
     this.plot = new window.uPlot({
       ...this.size(),
       scales: { x: { time: false } },
-      axes: [{ label: this.xLabel }, {}],
+      axes: [{ label: this.xLabel }, { values: (u, splits) => tickLabels(splits), size: 70 }],
       series: [{ label: this.xLabel }, ...names.map((name, i) => ({
-        label: name, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true
+        label: name, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true, value: (u, v) => number(v)
       }))],
     }, data, this.canvas);
   }

@@ -47,6 +47,22 @@ export function number(value) {
   return Math.abs(value) >= 1e4 || Math.abs(value) < 1e-3 ? value.toExponential(3) : value.toPrecision(4);
 }
 
+/** Axis tick labels that keep small values apart (a learning rate's 2e-5 is not `0`): exponent
+ *  notation when the largest tick is below 1e-3 or from 1e5, and the fewest significant digits that
+ *  write every tick to within a thousandth of the tick spacing. */
+export function tickLabels(splits) {
+  const largest = Math.max(0, ...splits.map(Math.abs));
+  const exponent = largest !== 0 && (largest < 1e-3 || largest >= 1e5);
+  const gaps = splits.slice(1).map((v, i) => Math.abs(v - splits[i])).filter((gap) => gap > 0);
+  const tolerance = (gaps.length ? Math.min(...gaps) : largest || 1) * 1e-3;
+  const write = (v, digits) => (v === 0 ? "0" : exponent ? v.toExponential(digits - 1) : String(Number(v.toPrecision(digits))));
+  for (let digits = 1; digits < 17; digits++) {
+    const labels = splits.map((v) => write(v, digits));
+    if (labels.every((label, i) => Math.abs(Number(label) - splits[i]) <= tolerance)) return labels;
+  }
+  return splits.map(String);
+}
+
 export function bytes(n) {
   const units = ["B", "KB", "MB", "GB"];
   let i = 0;
