@@ -8,46 +8,32 @@ cancelled job returns it unchanged; a succeeded or failed job answers 409.
 
 from __future__ import annotations
 
-import logging
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
-from api.deps import BlobsDep, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, Credentials, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
 from api.downloads import blob_response
 from api.errors import ApiError, not_found
 from api.idempotency import Once, create_once
-from api.schemas.common import ListResponse
+from api.schemas.common import ErrorBody, ListResponse
 from api.schemas.jobs import CheckpointObject, EventObject, JobCreate, JobObject, MetricObject
-from api.streams import Feed, event_stream
-from core.config import config_from_job_request
-from core.model_refs import check_job_allowed
+from api.streams import Feed, Reader, event_stream
+from api.submission import enqueue, record_job, reserve_job_slots, validated_config
 from store.models import Job, Owner
-from store.queue import send_run_job
-from store.repositories import checkpoints, events, files, idempotency, jobs, metrics, quotas
+from store.repositories import checkpoints, events, idempotency, jobs, keys, metrics
 from store.settings import Settings
-
-log = logging.getLogger("xmodal.api")
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 ENDPOINT = "fine_tuning.jobs"
 """This route's name among idempotency keys (migration 0002 wrote it too)."""
-JOB_RETRY_AFTER_S = 60
-"""A hint only: when a job finishes is not known in advance."""
 
 CURSOR_MAX, STEP_MAX = 2**63 - 1, 2**31 - 1  # the BIGINT id and INTEGER step columns
 JobStatusFilter = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
-
-
-def _require_usable_file(session: Session, owner: Owner, file_id: str, param: str) -> None:
-    row = files.get(session, owner.id, file_id)
-    if row is None:
-        raise not_found("file", file_id, param)
-    if row.status != "processed":
-        raise ApiError(400, "file_not_ready", f"{param}: file {file_id!r} is {row.status}, not processed", param)
 
 
 def _job_or_404(session: Session, owner: Owner, job_id: str) -> Job:
@@ -71,47 +57,14 @@ def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, settin
     job, created = create_once(session, once, lambda: _create(session, owner, body, settings),
                                lambda job_id: jobs.get(session, owner.id, job_id))
     if created:
-        _enqueue(session, owner, job, settings, once)
+        enqueue(session, owner, [job], once, settings)
     return _job_objects(session, settings, [job])[0]
 
 
 def _create(session: Session, owner: Owner, body: JobCreate, settings: Settings) -> Job:
-    config = config_from_job_request(body.model, body.method, body.seed)
-    check_job_allowed(body.model, config.alignment.proxy, settings.model_roots, settings.allowed_hub_models)
-    _require_usable_file(session, owner, body.training_file, "training_file")
-    if body.validation_file is not None:
-        _require_usable_file(session, owner, body.validation_file, "validation_file")
-    if settings.max_active_jobs:
-        _require_job_slot(session, owner, settings.max_active_jobs)
-    return jobs.create(
-        session, owner_id=owner.id, model=body.model, method=config.method, config=config.model_dump(mode="json"),
-        training_file_id=body.training_file, validation_file_id=body.validation_file, seed=body.seed,
-        suffix=body.suffix, metadata=body.metadata, max_attempts=settings.max_attempts,
-    )
-
-
-def _require_job_slot(session: Session, owner: Owner, max_active: int) -> None:
-    quotas.lock(session, owner.id)
-    if quotas.active_jobs(session, owner.id) >= max_active:
-        raise ApiError(429, "too_many_jobs", f"{max_active} of your jobs are already queued or running; wait for "
-                       "one to finish or cancel one", headers={"Retry-After": str(JOB_RETRY_AFTER_S)})
-
-
-def _enqueue(session: Session, owner: Owner, job: Job, settings: Settings, once: Once | None) -> None:
-    """Send the wake-up message. The row is committed first, so a fast worker always finds it; if the
-    broker is down, the job is cancelled with an event saying why, rather than left queued forever,
-    and its idempotency key is released so that a retry of the 503 makes a job that runs."""
-    try:
-        send_run_job(job.id, settings)
-    except Exception:
-        log.exception("could not queue job %s", job.id)
-        jobs.request_cancel(session, owner.id, job.id)
-        events.append(session, job.id, stage="setup", level="error",
-                      message="the job queue (broker) was unreachable; the job was not started")
-        if once is not None:
-            idempotency.forget(session, once.owner_id, once.endpoint, once.key)
-        session.commit()
-        raise ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly") from None
+    config = validated_config(session, owner, body, settings, body.seed)
+    reserve_job_slots(session, owner, settings, wanted=1)
+    return record_job(session, owner, body, config, settings, suffix=body.suffix, metadata=body.metadata)
 
 
 def _job_objects(session: Session, settings: Settings, rows: list[Job]) -> list[JobObject]:
@@ -193,36 +146,47 @@ def download_checkpoint(job_id: str, checkpoint_id: str, request: Request, sessi
 StreamAfter = Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last row seen")]
 LastEventId = Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=CURSOR_MAX,
                                            description="id of the last SSE event received (wins over `after`)")]
-STREAM_RESPONSES = {200: {"content": {"text/event-stream": {}},
-                          "description": "SSE: `event` = event | metric | end, `id` = row id, `data` = JSON"}}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}},
+          "description": "SSE: `event` = event | metric | end | error (the key was revoked), `id` = row id, "
+                         "`data` = JSON"},
+    429: {"model": ErrorBody, "description": "Too many streams open with this key, or on this server"}}
 
 
-def _stream(session: Session, owner: Owner, job_id: str, feed: Feed, after: int | None, settings: Settings
-            ) -> EventSourceResponse:
+def _stream(request: Request, session: Session, owner: Owner, credentials: HTTPAuthorizationCredentials | None,
+            job_id: str, feed: Feed, after: int | None, settings: Settings) -> EventSourceResponse:
     """Scoped like the list routes, and a 404 before anything streams. The request's session is
     closed here: the stream reads with short sessions of its own for as long as it lasts. A
-    stream is one request for the rate limit, however long it stays open."""
+    stream is one request for the rate limit, however long it stays open, so it also takes one of
+    the key's stream slots (api.streamslots) until it ends."""
     _job_or_404(session, owner, job_id)
     owner_id = owner.id
     session.close()
-    return event_stream(owner_id, job_id, feed, after, settings)
+    assert credentials is not None  # current_owner refused the request otherwise
+    slot = request.app.state.stream_slots.acquire(keys.hash_key(credentials.credentials),
+                                                  settings.max_streams_per_key, settings.max_streams)
+    return event_stream(Reader(owner_id, credentials.credentials, job_id, feed), after, settings, slot)
 
 
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
-def stream_events(job_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
-                  after: StreamAfter = None, last_event_id: LastEventId = None) -> EventSourceResponse:
+def stream_events(job_id: str, request: Request, session: SessionDep, owner: CurrentOwner, credentials: Credentials,
+                  settings: SettingsDep, after: StreamAfter = None, last_event_id: LastEventId = None
+                  ) -> EventSourceResponse:
     """Follow the job's events: each is `event: event` with the event object as `data`; `event: end`
     with the job object closes the stream once the job has ended and every event was sent."""
     feed = Feed("event", events.list_events, EventObject.from_row)
-    return _stream(session, owner, job_id, feed, last_event_id if last_event_id is not None else after, settings)
+    return _stream(request, session, owner, credentials, job_id, feed,
+                   last_event_id if last_event_id is not None else after, settings)
 
 
 @router.get("/{job_id}/metrics/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
-def stream_metrics(job_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
+def stream_metrics(job_id: str, request: Request, session: SessionDep, owner: CurrentOwner,
+                   credentials: Credentials, settings: SettingsDep,
                    key: Annotated[str | None, Query(max_length=128)] = None,
                    split: Annotated[str | None, Query(max_length=32)] = None,
                    after: StreamAfter = None, last_event_id: LastEventId = None) -> EventSourceResponse:
     """Follow the job's metric points (filtered by key and split): `event: metric` with the metric
     object as `data`, then `event: end` with the job object once the job has ended."""
     feed = Feed("metric", partial(metrics.list_metrics, key=key, split=split), MetricObject.from_row)
-    return _stream(session, owner, job_id, feed, last_event_id if last_event_id is not None else after, settings)
+    return _stream(request, session, owner, credentials, job_id, feed,
+                   last_event_id if last_event_id is not None else after, settings)

@@ -64,10 +64,10 @@ QUICK_ORCA = {"type": "orca", "orca": {"alignment": {"epochs": 1, "maxsamples": 
 @pytest.fixture(name="sent")
 def sent_fixture(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Job ids whose wake-up message was sent (the broker itself is not under test here)."""
-    import api.routes.jobs
+    import api.submission
 
     messages: list[str] = []
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: messages.append(job_id))
+    monkeypatch.setattr(api.submission, "send_run_job", lambda job_id, settings=None: messages.append(job_id))
     return messages
 
 

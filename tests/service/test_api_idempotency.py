@@ -108,15 +108,15 @@ def test_an_expired_job_key_makes_a_new_job(client: TestClient, alice: OwnerKey,
 def test_a_key_whose_job_was_not_queued_is_released(client: TestClient, alice: OwnerKey, file_id: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A 503 (broker down) cancelled the job it made; retrying it with its key makes one that runs."""
-    import api.routes.jobs
+    import api.submission
 
     def down(job_id: str, settings: object = None) -> None:
         raise ConnectionRefusedError("broker down")
 
     body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA}
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", down)
+    monkeypatch.setattr(api.submission, "send_run_job", down)
     assert_error(post_job(client, alice.key, body, "k"), 503, "queue_unavailable")
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: None)
+    monkeypatch.setattr(api.submission, "send_run_job", lambda job_id, settings=None: None)
     retried = post_job(client, alice.key, body, "k")
     assert retried.status_code == 200 and retried.json()["status"] == "queued"
     assert post_job(client, alice.key, body, "k").json()["id"] == retried.json()["id"]
@@ -144,10 +144,10 @@ def _race(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, request: Call
 
 def test_concurrent_job_creates_with_one_key_make_one_job(alice: OwnerKey, file_id: str, sent: list[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.routes.jobs
+    import api.submission
 
     body = {"model": "tiny-bert", "training_file": file_id, "method": QUICK_ORCA}
-    responses = _race(monkeypatch, api.routes.jobs, "check_job_allowed",
+    responses = _race(monkeypatch, api.submission, "check_job_allowed",
                       lambda instance: post_job(instance, alice.key, body, "once"))
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     assert responses[0].json()["id"] == responses[1].json()["id"]

@@ -23,9 +23,9 @@ FINETUNE = {"type": "finetune", "finetune": {"training": {"epochs": 1}}}
 
 @pytest.fixture
 def client(backend_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    import api.routes.jobs
+    import api.submission
 
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: None)
+    monkeypatch.setattr(api.submission, "send_run_job", lambda job_id, settings=None: None)
     with TestClient(create_app(), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -103,21 +103,21 @@ def test_too_many_active_jobs_is_429_until_one_ends(client: TestClient, alice: O
 def test_concurrent_creates_cannot_both_take_the_last_job_slot(pg_settings: Settings, limits: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """On PostgreSQL the owner's row lock makes the check and the insert one step."""
-    import api.routes.jobs
+    import api.submission
 
     limits(max_active_jobs=1)
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: None)
+    monkeypatch.setattr(api.submission, "send_run_job", lambda job_id, settings=None: None)
     alice = make_owner_key("alice")
     with TestClient(create_app()) as client:
         file_id = upload(client, alice.key, npz_bytes()).json()["id"]
     barrier = threading.Barrier(2, timeout=30)
-    real = api.routes.jobs.check_job_allowed
+    real = api.submission.check_job_allowed
 
     def together(*args: Any) -> None:
         barrier.wait()  # both requests are past validation before either counts
         real(*args)
 
-    monkeypatch.setattr(api.routes.jobs, "check_job_allowed", together)
+    monkeypatch.setattr(api.submission, "check_job_allowed", together)
 
     def one(_: int) -> int:
         with TestClient(create_app(), raise_server_exceptions=False) as instance:

@@ -99,10 +99,10 @@ def test_unhandled_exceptions_become_a_bare_500(client: TestClient, owner_key: O
 
 def test_create_job_queues_it_and_sends_the_message(client: TestClient, owner_key: OwnerKey, file_id: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.routes.jobs
+    import api.submission
 
     sent: list[str] = []
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: sent.append(job_id))
+    monkeypatch.setattr(api.submission, "send_run_job", lambda job_id, settings=None: sent.append(job_id))
     body = job_body(file_id, validation_file=file_id, seed=7, suffix="demo", metadata={"team": "dna"})
     response = create_job(client, owner_key.key, **body)
     assert response.status_code == 200, response.text
@@ -115,6 +115,18 @@ def test_create_job_queues_it_and_sends_the_message(client: TestClient, owner_ke
     assert job["attempt"] == 0 and job["progress"] is None and job["error"] is None and job["result"] is None
     assert isinstance(job["created_at"], int) and job["started_at"] is None and job["cancel_requested"] is False
     assert client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth(owner_key.key)).json() == job
+
+
+def test_the_seed_column_is_the_seed_the_job_runs_with(client: TestClient, owner_key: OwnerKey,
+                                                      file_id: str) -> None:
+    """Fails if the row's seed column is the request's seed (NULL without one) rather than the config's:
+    the jobs list and an experiment's table once read different seeds for one job."""
+    method = {"type": "orca", "orca": {**ORCA["orca"], "training": {**ORCA["orca"]["training"], "seed": 11}}}
+    job = create_job(client, owner_key.key, **job_body(file_id, method=method)).json()  # no top-level seed
+    with session_scope() as session:
+        row = session.get(Job, job["id"])
+        assert row is not None and row.seed == row.config["training"]["seed"] == job["seed"] == 11
+        assert row.model == job["model"] and row.method == row.config["method"] == job["method"]["type"]
 
 
 def test_create_job_really_reaches_the_filesystem_broker(client: TestClient, owner_key: OwnerKey, file_id: str,
@@ -181,12 +193,12 @@ def test_idempotency_key_returns_the_first_job(client: TestClient, owner_key: Ow
 
 def test_unreachable_broker_cancels_the_job_and_answers_503(client: TestClient, owner_key: OwnerKey, file_id: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.routes.jobs
+    import api.submission
 
     def down(job_id: str, settings: Any = None) -> None:
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", down)
+    monkeypatch.setattr(api.submission, "send_run_job", down)
     assert_error(create_job(client, owner_key.key, **job_body(file_id)), 503, "queue_unavailable")
     listed = client.get("/v1/fine_tuning/jobs", headers=auth(owner_key.key)).json()["data"]
     assert [job["status"] for job in listed] == ["cancelled"]

@@ -230,7 +230,7 @@ def test_cancel_stops_unfinished_jobs_and_keeps_results(client: TestClient, alic
 
 def test_a_broker_outage_cancels_the_whole_experiment(client: TestClient, alice: OwnerKey, file_id: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.routes.jobs
+    import api.submission
 
     calls: list[str] = []
 
@@ -239,11 +239,11 @@ def test_a_broker_outage_cancels_the_whole_experiment(client: TestClient, alice:
         if len(calls) == 2:
             raise ConnectionError("broker down")
 
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", flaky)
+    monkeypatch.setattr(api.submission, "send_run_job", flaky)
     assert_error(post(client, alice.key, file_id, {"seeds": [0, 1, 2]}, idempotency_key="k"), 503, "queue_unavailable")
     with session_scope() as session:
         assert set(session.scalars(select(Job.status))) == {"cancelled"}
-    monkeypatch.setattr(api.routes.jobs, "send_run_job", lambda job_id, settings=None: None)
+    monkeypatch.setattr(api.submission, "send_run_job", lambda job_id, settings=None: None)
     retry = post(client, alice.key, file_id, {"seeds": [0, 1, 2]}, idempotency_key="k")  # the key was released
     assert retry.status_code == 200 and retry.json()["status"] == "running" and job_count() == 6
 
