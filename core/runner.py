@@ -49,7 +49,8 @@ def build_context(config: JobConfig, train_path: Path, out_dir: Path, validation
     body.source_embedding.to(device)
     ctx = TrainContext(config=config, data=data, spec=spec, model=model.to(device), body=body, device=device,
                        out_dir=Path(out_dir), callbacks=CallbackList(list(callbacks)), total_steps=0)
-    ctx.total_steps = recipe_for(config.method).planned_steps(ctx) + refine_total_steps(ctx)
+    ctx.final_stage_from = recipe_for(config.method).planned_steps(ctx)
+    ctx.total_steps = ctx.final_stage_from + refine_total_steps(ctx)
     return ctx
 
 

@@ -62,8 +62,8 @@ class TrainContext:
     best_state: dict[str, torch.Tensor] | None = None
     pending_optimizer_states: dict[str, Any] = field(default_factory=dict)  # loaded, not yet applied
     pending_rng: dict[str, Any] | None = None  # restored just before the resumed loop continues
-    started: float = field(default_factory=time.monotonic)
-    steps_at_start: int = 0
+    final_stage_from: int = 0  # the step the last stage (refine) starts after; set by the runner
+    stage_clock: tuple[float, int] | None = None  # (time, step) when the current stage began stepping
 
     # ---- reporting -------------------------------------------------------------------------
     def event(self, message: str, level: Level = "info", **data: Any) -> None:
@@ -83,21 +83,30 @@ class TrainContext:
                 torch.cuda.set_rng_state_all(self.pending_rng["cuda_rng"])
             self.pending_rng = None
         self.event(message, stage_started=stage)
+        self.stage_clock = (time.monotonic(), self.position.step)
 
     # ---- stepping --------------------------------------------------------------------------
     def step_done(self) -> None:
         """Call after each optimizer step: progress, and a checkpoint + stop when one was requested."""
         self.position.step += 1
-        done = self.position.step - self.steps_at_start
-        elapsed = time.monotonic() - self.started
-        remaining = max(0, self.total_steps - self.position.step)
-        eta = elapsed / done * remaining if done else None
-        self.callbacks.on_progress(Progress(self.position.stage, self.position.step, self.total_steps, eta))
+        self.callbacks.on_progress(Progress(self.position.stage, self.position.step, self.total_steps, self.eta()))
         every = self.config.checkpoint.every_steps
         if every and self.position.step % every == 0:
             self.save_checkpoint()
         if self.callbacks.should_stop():
             raise StopRequested(self.save_checkpoint())
+
+    def eta(self) -> float | None:
+        """Seconds left at the current stage's own rate. None until a step of this stage has been timed
+        (set-up and an earlier stage's steps say nothing about it), and None before the last stage,
+        whose steps, still to come, no step so far has timed."""
+        if self.stage_clock is None or self.stage_clock[1] < self.final_stage_from:
+            return None
+        began, first_step = self.stage_clock
+        done = self.position.step - first_step
+        if done <= 0:
+            return None
+        return (time.monotonic() - began) / done * max(0, self.total_steps - self.position.step)
 
     def autocast(self) -> torch.autocast:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.training.precision)
@@ -138,7 +147,7 @@ class TrainContext:
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
         state = load_state(directory, TRAINER_STATE)
         self.position = Position(**state["position"])
-        self.steps_at_start = self.position.step
+        self.stage_clock = None  # the recipe's enter_stage restarts it
         self.pending_rng = {k: state[k] for k in ("rng", "cuda_rng") if k in state}
         self.pending_optimizer_states = state["optimizers"]
         best = directory / "best" / "model.safetensors"
