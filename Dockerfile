@@ -1,10 +1,14 @@
 # One image for api, worker and migrate (docker-compose.yml picks the command).
 # PyPI's default torch wheel is the CUDA build, which the GPU worker needs; the API never imports it.
-# The dashboard's chart library comes from npm at build time (it is not committed).
+# The dashboard's chart library and /docs's Swagger UI come from npm at build time (not committed;
+# the same pinned versions as the Makefile's `vendor` target), so no page loads a script from a CDN.
 FROM node:22-bookworm-slim AS vendor
-RUN npm install --prefix /npm --no-audit --no-fund uplot@1.6.32 \
- && mkdir /vendor && cp /npm/node_modules/uplot/dist/uPlot.iife.min.js /npm/node_modules/uplot/dist/uPlot.min.css /vendor/ \
- && echo "uplot@1.6.32" > /vendor/VERSION
+RUN npm install --prefix /npm --no-audit --no-fund uplot@1.6.32 swagger-ui-dist@5.35.0 \
+ && mkdir -p /vendor/swagger-ui \
+ && cp /npm/node_modules/uplot/dist/uPlot.iife.min.js /npm/node_modules/uplot/dist/uPlot.min.css /vendor/ \
+ && echo "uplot@1.6.32" > /vendor/VERSION \
+ && cp /npm/node_modules/swagger-ui-dist/swagger-ui-bundle.js /npm/node_modules/swagger-ui-dist/swagger-ui.css /vendor/swagger-ui/ \
+ && echo "swagger-ui-dist@5.35.0" > /vendor/swagger-ui/VERSION
 
 FROM python:3.11-slim-bookworm
 

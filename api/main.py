@@ -18,6 +18,7 @@ def create_app() -> FastAPI:
         title="xmodal",
         version="0.1.0",
         description="Cross-modal fine-tuning of pretrained transformers, shaped like the OpenAI fine-tuning API.",
+        docs_url=None, redoc_url=None,  # FastAPI's pages load scripts from a CDN; ours is dashboard.docs_router
     )
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
@@ -25,6 +26,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)  # Prometheus; no key, like /healthz
     app.include_router(dashboard.router)  # HTML pages at / and /dashboard/…; they call /v1 from the browser
+    app.include_router(dashboard.docs_router)  # /docs: Swagger UI from our own origin
     for router in (files.router, jobs.router, experiments.router):
         # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
         app.include_router(router, prefix="/v1", dependencies=[Depends(bind_job_id), Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],

@@ -15,9 +15,13 @@ server-sent-event routes with `fetch()` and a stream reader, resuming with `Last
 the OpenAPI document has no stream route they poll the list routes with `after=`.
 
 The chart library (uPlot) is vendored from npm by `make install` into `static/vendor/`, which is
-not committed; without it the pages say so and show tables only.
+not committed; without it the pages say so and show tables only. Swagger UI for `/docs` is
+vendored beside it (`static/vendor/swagger-ui/`, see `docs.py`), and the pages open `/docs` in a
+tab of its own with `rel=noopener`: such a tab starts with an empty sessionStorage, so nothing on
+it can read the key.
 """
 
+from api.dashboard.docs import router as docs_router
 from api.dashboard.routes import router
 
-__all__ = ["router"]
+__all__ = ["docs_router", "router"]

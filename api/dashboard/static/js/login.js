@@ -6,9 +6,20 @@ const form = document.getElementById("login-form");
 const input = document.getElementById("api-key");
 const problem = document.getElementById("login-error");
 
+const HOME = "/";
+const PAGE = /^\/(dashboard\/(compare|jobs\/[^/]+|experiments\/[^/]+))?$/; // the pages of routes.py
+
+// Where `next` points, if that is one of this dashboard's own pages; else the jobs page. Parsed the
+// way the browser will follow it (backslashes, tabs, `..`, schemes), so `/\evil.example` or
+// `/%09/evil.example`, which a prefix check reads as local paths, cannot leave the origin.
 function destination() {
-  const next = new URLSearchParams(location.search).get("next") || "/";
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/"; // same-site paths only
+  let next;
+  try {
+    next = new URL(new URLSearchParams(location.search).get("next") || HOME, location.origin);
+  } catch {
+    return HOME;
+  }
+  return next.origin === location.origin && PAGE.test(next.pathname) ? next.pathname + next.search + next.hash : HOME;
 }
 
 form.addEventListener("submit", async (submitted) => {
