@@ -4,9 +4,12 @@ Numpy only (the API imports this; it must not pull in torch). Validation runs in
 first the zip directory and every member's `.npy` header (dtype, shape, declared size — nothing
 is decompressed, so a zip bomb or a pickled array is refused before it costs anything), then the
 values (finite, label ranges, task compatibility). The second pass streams each member from the
-zip, `SLICE_BYTES` at a time, so `validate_npz` never holds an input array: its memory is a few
-slices plus the targets, whatever the size of x. `load_npz` runs the very same pass and also keeps
-the inputs, filling its float32 arrays slice by slice.
+zip, `SLICE_BYTES` at a time, so `validate_npz` never holds an array, inputs or targets: its memory
+is a few slices, whatever the sizes an archive declares. What the archive may make the server
+inflate at all is bounded first, from the headers: per array (`max_elements`), per target sample
+(one value, `max_classes` columns or x's spatial dims) and in all, against the upload's own size
+(`max_expansion`), so a small deflated upload cannot declare gigabytes. `load_npz` runs the very
+same pass and also keeps the arrays, filling them slice by slice.
 
 Layout: `x`, `y` and the optional pairs `x_val`/`y_val`, `x_test`/`y_test`. `x` is (N, C, L) for
 1D inputs or (N, C, H, W) for 2D. Targets are stored canonically by `load_npz`: class labels
@@ -44,7 +47,14 @@ class DatasetLimits:
     max_file_bytes: int = 2 * 1024**3
     max_samples: int = 5_000_000
     max_elements: int = 2_000_000_000  # per array, decompressed
-    max_classes: int = 100_000
+    max_classes: int = 10_000  # class labels, or columns of multilabel targets
+    max_expansion: int = 100
+    """Inflated bytes an archive may declare per byte of upload, once past `free_inflated_bytes`:
+    real arrays deflate a few times at most, a zip bomb about 1000 times."""
+    free_inflated_bytes: int = 256 * 1024**2
+
+    def max_inflated_bytes(self, file_bytes: int) -> int:
+        return max(self.free_inflated_bytes, self.max_expansion * file_bytes)
 
 
 @dataclass(frozen=True)
@@ -88,24 +98,29 @@ def _check_npz(path: Path, limits: DatasetLimits, task: str | None,
     task = _check_task_name(task)
     headers = read_headers(path, limits)
     _check_layout(headers, limits)
-    arrays = _read_values(path, headers, keep_inputs)
+    _check_inflation(headers, path.stat().st_size, limits)
+    arrays, targets = _read_values(path, headers, limits, keep_inputs)
     shapes = {key: header.shape for key, header in headers.items()}
-    task = task or _infer_task(shapes["x"], arrays["y"])
-    num_classes = None
+    y = headers["y"]
+    task = task or _infer_task(shapes["x"], y.shape, y.dtype, targets["y"].binary)
     for x_key, y_key in PAIRS.items():
         if x_key in headers:
-            with np.errstate(over="ignore"):  # float64 targets beyond float32 become Inf: reported
-                arrays[y_key] = _numeric(y_key, _targets(y_key, arrays[y_key], shapes[x_key], task))
+            _check_targets(y_key, targets[y_key], shapes[y_key], shapes["x"], task, limits)
+    target_shape = _target_shape(shapes["x"], y.shape, task)
+    if keep_inputs:
+        for y_key in targets:
+            arrays[y_key] = _canonical(arrays[y_key], target_shape, task)
+    num_classes = None
     if task == TaskType.classification.value:
-        num_classes = _check_classes(arrays, limits)
+        num_classes = _check_classes(targets, limits)
     elif task == TaskType.multilabel.value:
-        num_classes = int(arrays["y"].shape[1])
+        num_classes = target_shape[0]
     info = DatasetInfo(
         samples=int(sum(shapes[k][0] for k in PAIRS if k in shapes)),
         input_shape=shapes["x"][1:],
         task_type=task,
         num_classes=num_classes,
-        target_shape=tuple(int(d) for d in arrays["y"].shape[1:]),
+        target_shape=target_shape,
         splits={SPLIT_OF[k]: shapes[k][0] for k in PAIRS if k in shapes},
     )
     return arrays, info
@@ -113,22 +128,21 @@ def _check_npz(path: Path, limits: DatasetLimits, task: str | None,
 
 def infer_task(x: np.ndarray, y: np.ndarray) -> str:
     """The task a target array implies for inputs `x` (see the module docstring for the rules)."""
-    return _infer_task(x.shape, y)
+    return _infer_task(x.shape, y.shape, y.dtype, _is_binary(y))
 
 
-def _infer_task(x_shape: tuple[int, ...], y: np.ndarray) -> str:
-    if _dense_shape(x_shape, y) is not None:
-        return TaskType.dense_binary.value if _is_binary(y) else TaskType.dense_regression.value
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim == 1:
-        if y.dtype.kind in "biu":
+def _infer_task(x_shape: tuple[int, ...], y_shape: tuple[int, ...], y_dtype: np.dtype, binary: bool) -> str:
+    """The task from y's shape and dtype and whether all its values are 0 or 1."""
+    if _dense_shape(x_shape, y_shape) is not None:
+        return TaskType.dense_binary.value if binary else TaskType.dense_regression.value
+    if _one_per_sample(y_shape):
+        if y_dtype.kind in "biu":
             return TaskType.classification.value
         return TaskType.scalar_regression.value
-    if y.ndim == 2 and _is_binary(y):
+    if len(y_shape) == 2 and binary:
         return TaskType.multilabel.value
     raise DatasetError(
-        f"cannot tell the task from y of shape {_shape(y.shape)} and x of shape {_shape(x_shape)}: "
+        f"cannot tell the task from y of shape {_shape(y_shape)} and x of shape {_shape(x_shape)}: "
         "expected (N,) labels or targets, (N, K) 0/1 multilabel, or x's spatial dims "
         f"{_shape(x_shape[2:])} for dense targets; non-binary (N, K) targets are not supported",
         field="y")
@@ -161,6 +175,19 @@ def read_headers(path: Path, limits: DatasetLimits = DatasetLimits()) -> dict[st
         raise DatasetError(f"not a readable .npz (zip) archive: {exc}", field="file") from None
     except (OSError, EOFError) as exc:
         raise DatasetError(f"cannot read the archive: {exc}", field="file") from None
+
+
+def _check_inflation(headers: dict[str, ArrayHeader], file_bytes: int, limits: DatasetLimits) -> None:
+    """Refuse an archive that declares far more bytes than an upload of its size can honestly hold
+    (each member holds what its header declares, checked already): inflating them costs time even
+    when memory stays bounded. The largest member is named, as the one to look at."""
+    inflated = {key: math.prod(header.shape) * header.dtype.itemsize for key, header in headers.items()}
+    total, allowed = sum(inflated.values()), limits.max_inflated_bytes(file_bytes)
+    if total > allowed:
+        largest = max(inflated, key=inflated.__getitem__)
+        raise DatasetError(f"the archive declares {total} bytes of arrays ({largest}: {inflated[largest]}) in a "
+                           f"{file_bytes}-byte upload; at most {allowed} are accepted ({limits.max_expansion} "
+                           f"per byte uploaded past {limits.free_inflated_bytes})", field=largest)
 
 
 def _check_directory_size(path: Path) -> None:
@@ -278,32 +305,43 @@ def _check_layout(headers: dict[str, ArrayHeader], limits: DatasetLimits) -> Non
         total += xs[0]
     if total > limits.max_samples:
         raise DatasetError(f"{total} samples; the limit is {limits.max_samples}", field="x")
+    _check_target_size(headers["y"].shape, x, limits)
 
 
-def _read_values(path: Path, headers: dict[str, ArrayHeader], keep_inputs: bool) -> dict[str, np.ndarray]:
-    """Every member's values, streamed: inputs are checked slice by slice (and kept as float32 only
-    when `keep_inputs`), targets are kept whole in their stored dtype (they are small next to x).
-    As when every array was loaded first: a member that cannot be read is reported before any
-    bad value, and bad values member by member, in archive order."""
+def _check_target_size(y_shape: tuple[int, ...], x_shape: tuple[int, ...], limits: DatasetLimits) -> None:
+    """From the headers: a sample's target is one value, a row of at most `max_classes` 0/1 columns,
+    or x's spatial dims (dense). Anything larger fits no task, so it is refused before it is read."""
+    per_sample, spatial = math.prod(y_shape[1:]), math.prod(x_shape[2:])
+    if per_sample > max(limits.max_classes, spatial):
+        raise DatasetError(f"y has {per_sample} values per sample (shape {_shape(y_shape)}); a target is one value, "
+                           f"at most {limits.max_classes} multilabel columns, or x's spatial dims "
+                           f"{_shape(x_shape[2:])}", field="y")
+
+
+def _read_values(path: Path, headers: dict[str, ArrayHeader], limits: DatasetLimits,
+                 keep: bool) -> tuple[dict[str, np.ndarray], dict[str, _TargetCheck]]:
+    """Every member's values, streamed and checked slice by slice; kept only when `keep` (inputs as
+    float32, targets in their stored dtype). Returns the kept arrays and what the target checks need.
+    As when every array was loaded first: a member that cannot be read is reported before any bad
+    value, and non-finite values member by member, in archive order."""
     arrays: dict[str, np.ndarray] = {}
-    inputs: dict[str, _InputCheck] = {}
+    checks: dict[str, _InputCheck | _TargetCheck] = {}
     with zipfile.ZipFile(path) as zf:
         for key, header in headers.items():
+            check: _InputCheck | _TargetCheck
             if key in PAIRS:
-                check = inputs[key] = _InputCheck()
-                kept = _empty_like(header, np.float32) if keep_inputs else None
-                _stream(zf, key, header, check.add, kept)
-                if kept is not None:
-                    arrays[key] = np.ascontiguousarray(kept)
+                check = _InputCheck()
+                kept = _empty_like(header, np.float32) if keep else None
             else:
-                arrays[key] = _empty_like(header, header.dtype)
-                _stream(zf, key, header, None, arrays[key])
-    for key in headers:
-        if key in PAIRS:
-            inputs[key].check(key)
-        else:
-            _numeric(key, arrays[key])
-    return arrays
+                check = _TargetCheck(count_classes=key == "y", max_classes=limits.max_classes)
+                kept = _empty_like(header, header.dtype) if keep else None
+            checks[key] = check
+            _stream(zf, key, header, check.add, kept)
+            if kept is not None:
+                arrays[key] = np.ascontiguousarray(kept) if key in PAIRS else kept
+    for key, check in checks.items():
+        check.check(key)
+    return arrays, {key: check for key, check in checks.items() if isinstance(check, _TargetCheck)}
 
 
 def _empty_like(header: ArrayHeader, dtype: Any) -> np.ndarray:
@@ -378,11 +416,51 @@ class _InputCheck:
         self.as_float32.check(key)
 
 
-def _numeric(key: str, array: np.ndarray) -> np.ndarray:
-    counts = _NonFinite()
-    counts.add(array)
-    counts.check(key)
-    return array
+@dataclass
+class _TargetCheck:
+    """What the target checks need, gathered slice by slice so no target is held whole: finiteness
+    (stored and as float32), whether every value is 0 or 1, fractional values, the range, and for
+    the training labels the count of each class."""
+
+    count_classes: bool
+    max_classes: int
+    stored: _NonFinite = field(default_factory=_NonFinite)
+    as_float32: _NonFinite = field(default_factory=_NonFinite)  # float64 values past float32's range
+    binary: bool = True
+    fractional: int = 0
+    low: float = math.inf
+    high: float = -math.inf
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    countable: bool = True  # every slice held labels in 0..max_classes-1 (else an earlier check fails)
+
+    def add(self, values: np.ndarray) -> np.ndarray:
+        self.stored.add(values)
+        if values.dtype.kind == "f" and values.dtype.itemsize > 4:
+            with np.errstate(over="ignore"):
+                self.as_float32.add(values.astype(np.float32))
+        if values.dtype.kind != "b":
+            self.binary = self.binary and bool(np.all((values == 0) | (values == 1)))
+        fractional = 0
+        if values.dtype.kind == "f":
+            fractional = values.size - int(np.count_nonzero(values == np.round(values)))  # NaN counts too
+            self.fractional += fractional
+        low, high = values.min().item(), values.max().item()
+        self.low, self.high = min(self.low, low), max(self.high, high)
+        if self.count_classes:
+            self._count(values, fractional == 0 and 0 <= low and high < self.max_classes)
+        return values
+
+    def _count(self, values: np.ndarray, countable: bool) -> None:
+        self.countable = self.countable and countable
+        if self.countable:
+            counts = np.bincount(values.astype(np.int64))
+            if counts.size > self.counts.size:
+                self.counts = np.pad(self.counts, (0, counts.size - self.counts.size))
+            self.counts[:counts.size] += counts
+
+    def check(self, key: str) -> None:
+        """Non-finite values as stored; overflow to float32 is checked with the task (labels are int64)."""
+        self.stored.check(key)
 
 
 def _check_task_name(task: str | None) -> str | None:
@@ -395,10 +473,10 @@ def _check_task_name(task: str | None) -> str | None:
                            f"{', '.join(t.value for t in TaskType)}", field="task") from None
 
 
-def _dense_shape(x_shape: tuple[int, ...], y: np.ndarray) -> tuple[int, ...] | None:
+def _dense_shape(x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """y's per-sample shape with a singleton channel dropped, when it matches x's spatial dims."""
     spatial = tuple(x_shape[2:])
-    per_sample = tuple(y.shape[1:])
+    per_sample = tuple(y_shape[1:])
     if per_sample == spatial:
         return spatial
     if per_sample == (1, *spatial):
@@ -406,52 +484,68 @@ def _dense_shape(x_shape: tuple[int, ...], y: np.ndarray) -> tuple[int, ...] | N
     return None
 
 
+def _one_per_sample(y_shape: tuple[int, ...]) -> bool:
+    return len(y_shape) == 1 or (len(y_shape) == 2 and y_shape[1] == 1)
+
+
 def _is_binary(y: np.ndarray) -> bool:
     return y.dtype.kind == "b" or bool(np.all((y == 0) | (y == 1)))
 
 
-def _targets(key: str, y: np.ndarray, x_shape: tuple[int, ...], task: str) -> np.ndarray:
-    """Check `y` fits `task` (for inputs of shape `x_shape`) and return it in canonical form."""
-    n = y.shape[0]
+def _check_targets(key: str, check: _TargetCheck, y_shape: tuple[int, ...], x_shape: tuple[int, ...],
+                   task: str, limits: DatasetLimits) -> None:
+    """Check that targets of shape `y_shape` (values summed up in `check`) fit `task` for inputs of
+    shape `x_shape`; the class labels' own rules are `_check_classes`."""
     if task in _DENSE:
-        spatial = _dense_shape(x_shape, y)
-        if spatial is None:
+        if _dense_shape(x_shape, y_shape) is None:
             raise DatasetError(f"{task} needs targets shaped like x's spatial dims: (N, "
-                               f"{', '.join(map(str, x_shape[2:]))}); got {_shape(y.shape)}", field=key)
-        if task == TaskType.dense_binary.value and not _is_binary(y):
+                               f"{', '.join(map(str, x_shape[2:]))}); got {_shape(y_shape)}", field=key)
+        if task == TaskType.dense_binary.value and not check.binary:
             raise DatasetError("dense_binary targets must be 0 or 1", field=key)
-        return np.ascontiguousarray(y.reshape(n, *spatial), dtype=np.float32)
-    if task == TaskType.multilabel.value:
-        if y.ndim != 2:
-            raise DatasetError(f"multilabel targets must be (N, K); got {_shape(y.shape)}", field=key)
-        if not _is_binary(y):
+    elif task == TaskType.multilabel.value:
+        if len(y_shape) != 2:
+            raise DatasetError(f"multilabel targets must be (N, K); got {_shape(y_shape)}", field=key)
+        if not check.binary:
             raise DatasetError("multilabel targets must be 0 or 1", field=key)
-        return np.ascontiguousarray(y, dtype=np.float32)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise DatasetError(f"{task} needs one target per sample, shape (N,); got {_shape(y.shape)}", field=key)
-    if task == TaskType.scalar_regression.value:
-        return y.astype(np.float32)
-    if y.dtype.kind == "f":
-        fractional = int(np.count_nonzero(y != np.round(y)))
-        if fractional:
-            raise DatasetError(f"classification needs integer labels; {fractional} label(s) are "
+        if y_shape[1] > limits.max_classes:
+            raise DatasetError(f"{y_shape[1]} multilabel columns; the limit is {limits.max_classes}", field=key)
+    elif not _one_per_sample(y_shape):
+        raise DatasetError(f"{task} needs one target per sample, shape (N,); got {_shape(y_shape)}", field=key)
+    elif task == TaskType.classification.value:
+        if check.fractional:
+            raise DatasetError(f"classification needs integer labels; {check.fractional} label(s) are "
                                "fractional floats", field=key)
-    labels = y.astype(np.int64)
-    if labels.min() < 0:
-        raise DatasetError(f"labels must be non-negative; found {int(labels.min())}", field=key)
-    return labels
+        if check.low < 0:
+            raise DatasetError(f"labels must be non-negative; found {int(check.low)}", field=key)
+        return  # stored as int64: float32 overflow does not apply
+    check.as_float32.check(key)  # stored as float32: float64 values past its range became Inf
 
 
-def _check_classes(arrays: dict[str, np.ndarray], limits: DatasetLimits) -> int:
+def _target_shape(x_shape: tuple[int, ...], y_shape: tuple[int, ...], task: str) -> tuple[int, ...]:
+    """The per-sample shape of canonical targets (see the module docstring) of checked targets."""
+    if task in _DENSE:
+        spatial = _dense_shape(x_shape, y_shape)
+        assert spatial is not None, "checked by _check_targets"
+        return spatial
+    if task == TaskType.multilabel.value:
+        return tuple(y_shape[1:])
+    return ()
+
+
+def _canonical(y: np.ndarray, target_shape: tuple[int, ...], task: str) -> np.ndarray:
+    dtype = np.int64 if task == TaskType.classification.value else np.float32
+    return np.ascontiguousarray(y.reshape(len(y), *target_shape), dtype=dtype)
+
+
+def _check_classes(targets: dict[str, _TargetCheck], limits: DatasetLimits) -> int:
     """Train labels are 0..K-1 with every class present; val/test labels lie within that range."""
-    y = arrays["y"]
-    num_classes = int(y.max()) + 1
+    y = targets["y"]
+    num_classes = int(y.high) + 1
     if num_classes > limits.max_classes:
         raise DatasetError(f"labels go up to {num_classes - 1}; the limit is {limits.max_classes} classes",
                            field="y")
-    present = np.bincount(y, minlength=num_classes)
+    assert y.countable, "non-integer, negative or too large labels were refused above"
+    present = np.pad(y.counts, (0, num_classes - y.counts.size))
     missing = np.flatnonzero(present == 0)
     if missing.size:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if missing.size > 10 else "")
@@ -460,8 +554,8 @@ def _check_classes(arrays: dict[str, np.ndarray], limits: DatasetLimits) -> int:
     if num_classes < 2:
         raise DatasetError("classification needs at least two classes; y has one", field="y")
     for key in ("y_val", "y_test"):
-        if key in arrays and int(arrays[key].max()) >= num_classes:
-            raise DatasetError(f"label {int(arrays[key].max())} is outside the training classes "
+        if key in targets and int(targets[key].high) >= num_classes:
+            raise DatasetError(f"label {int(targets[key].high)} is outside the training classes "
                                f"0..{num_classes - 1}", field=key)
     return num_classes
 

@@ -188,6 +188,26 @@ def npy_header_bomb(inflated: int) -> Builder:
     return build
 
 
+def zeros_archive(members: dict[str, tuple[str, tuple[int, ...]]]) -> Builder:
+    """An archive of all-zero members, `{name: (descr, shape)}`, streamed through deflate (level 1, the
+    fastest: still ~230:1 on zeros). Zeros are valid values of every dtype, so only the declared
+    sizes can make such an upload wrong: a few MB that declare hundreds of MB."""
+
+    def build(path: Path) -> None:
+        block = bytes(16 * 2**20)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for name, (descr, shape) in members.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array_header_1_0(member, {"descr": descr, "fortran_order": False,
+                                                                  "shape": shape})
+                    left = int(np.prod(shape)) * np.dtype(descr).itemsize
+                    while left:
+                        member.write(block[:min(left, len(block))])
+                        left -= min(left, len(block))
+
+    return build
+
+
 def _with_extra(**extra: np.ndarray) -> Builder:
     return _saver(x=_x(), y=_labels(), **extra)
 
@@ -259,6 +279,8 @@ BAD_DATASETS: list[tuple[str, Builder, str]] = [
      "x"),
     ("npy_header_bomb", npy_header_bomb(64 * 2**20), "x"),
     ("label_beyond_class_limit", _saver(x=_x(), y=np.r_[np.arange(19), 10**6]), "y"),
+    ("one_class_past_the_limit", _saver(x=np.zeros((10_001, 1, 1), np.float32), y=np.arange(10_001)), "y"),
+    ("targets_wider_than_any_task", zeros_archive({"x": ("<f4", (2, 1, 16)), "y": ("<f8", (2, 10_001))}), "y"),
     ("duplicate_member", duplicate_member, "file"),
     ("unsupported_compression", _member_headers_rewritten(8, 10, lambda _: 99), "x"),
     ("encrypted_member", _member_headers_rewritten(6, 8, lambda flags: flags | 1), "x"),
@@ -277,6 +299,8 @@ BAD_FOR_TASK: list[tuple[str, Builder, str, str]] = [
     ("real_targets_as_multilabel", _saver(x=_x(), y=_rng.standard_normal((20, 4))), "multilabel", "y"),
     ("dense_targets_as_classification", _saver(x=_x(), y=np.ones((20, 16))), "classification", "y"),
     ("unknown_task", _saver(x=_x(), y=_labels()), "segmentation", "task"),
+    ("multilabel_past_class_limit", zeros_archive({"x": ("<f4", (2, 1, 10_001)), "y": ("|u1", (2, 10_001))}),
+     "multilabel", "y"),
 ]
 
 
