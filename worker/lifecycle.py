@@ -127,7 +127,9 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
         resume_sha256=latest.sha256 if latest is not None else None,
     )
     resuming = f", resuming from step {latest.step}" if latest is not None else ""
-    events.append(session, job_id, stage="setup", message=f"attempt {job.attempt} started on {worker_id}{resuming}")
+    # the worker's host and pid go to the server log only: events are shown to the job's owner
+    log.info("job %s attempt %d claimed by worker %s", job_id, job.attempt, worker_id)
+    events.append(session, job_id, stage="setup", message=f"attempt {job.attempt} started{resuming}")
     return claimed
 
 
