@@ -183,6 +183,23 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BlobReservation(Base):
+    """An upload whose blob is in place (or about to be) but whose file row is not written yet.
+
+    Blobs are shared by content, so a rejected upload may delete its blob only when nothing else
+    holds it: no file or checkpoint row and no live reservation. Written before the blob is renamed
+    into place and removed once the file row exists or the upload is refused; a reservation whose
+    process died expires at `expires_at`.
+    """
+
+    __tablename__ = "blob_reservations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("bres"))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class JobEvent(Base):
     __tablename__ = "job_events"
     __table_args__ = (Index(None, "job_id", "id"),)
