@@ -27,9 +27,10 @@ from store.logs import job_context
 from store.queue import MessageVisibility
 from store.repositories import checkpoints, events, files, jobs
 from store.settings import Settings, get_settings
-from worker.callback import DatabaseCallback, extract_checkpoint
+from worker.checkpoint_tar import extract_checkpoint
 from worker.heartbeat import Heartbeat
 from worker.preemption import ShutdownRequest
+from worker.reports import JobReports
 from worker.retry import in_session
 
 log = logging.getLogger(__name__)
@@ -85,11 +86,11 @@ def _execute(job_id: str, settings: Settings, runner: Runner | None, task_id: st
     with (ShutdownRequest() as shutdown,
           Heartbeat(job_id, worker_id, settings.heartbeat_seconds, settings.lease_seconds, beat) as heartbeat,
           tempfile.TemporaryDirectory(dir=settings.work_dir, prefix=f"{job_id}-") as scratch):
-        callback = DatabaseCallback(job_id, worker_id, BlobStore(settings.blob_root), heartbeat, Path(scratch),
-                                    shutdown.requested, write_retry_seconds=settings.lease_seconds)
-        status, error, result = _run(claimed, callback, Path(scratch), settings, runner or default_runner())
-        if heartbeat.lost:
-            return "lease_lost"
+        reports = JobReports.for_job(job_id, worker_id, BlobStore(settings.blob_root), Path(scratch), heartbeat,
+                                     shutdown.requested, write_retry_seconds=settings.lease_seconds)
+        status, error, result = _run(claimed, reports, Path(scratch), settings, runner or default_runner())
+    if status == "lease_lost":
+        return "lease_lost"  # another worker holds the job now: its row is no longer ours to write
     if not in_session(lambda session: _record_end(session, job_id, worker_id, status, error, result),
                       give_up_after=settings.lease_seconds):
         log.error("job %s: lease lost before it could be finished as %s", job_id, status)
@@ -133,9 +134,9 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
     return claimed
 
 
-def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, settings: Settings,
-         runner: Runner) -> tuple[RunStatus, dict[str, Any] | None, dict[str, Any] | None]:
-    """Call the runner; map its result or exception to (status, error, result)."""
+def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Settings,
+         runner: Runner) -> tuple[RunStatus | Literal["lease_lost"], dict[str, Any] | None, dict[str, Any] | None]:
+    """Call the runner; map how it ended (or its exception) to (status, error, result)."""
     blobs = BlobStore(settings.blob_root)
     try:
         config = parse_config(claimed.config)
@@ -151,26 +152,33 @@ def _run(claimed: ClaimedJob, callback: DatabaseCallback, scratch: Path, setting
         resume_from = (extract_checkpoint(blobs.path(claimed.resume_sha256), scratch / "resume")
                        if claimed.resume_sha256 else None)
         outcome = runner(config, train_path, scratch / "run", validation_path=validation_path,
-                         callbacks=[callback], resume_from=resume_from)
-        callback.flush_metrics()
+                         callbacks=reports.callbacks(), resume_from=resume_from)
+        reports.metrics.flush()
     except UserError as exc:
-        callback.flush_metrics()
+        reports.metrics.flush()
         return "failed", exc.as_dict(), None
     except Exception as exc:
         log.exception("job %s failed with an internal error", claimed.job_id)
-        message = f"{type(exc).__name__}: {exc}"[:INTERNAL_MESSAGE_CHARS]
-        return "failed", {"code": "internal_error", "message": message, "param": None}, None
-    if outcome.status == "completed":
-        checkpoint_id = callback.final_checkpoint_id or callback.store_checkpoint(
-            Path(outcome.checkpoint_dir), step=outcome.step, epoch=None, stage="evaluate",
-            metrics=outcome.summary.get("test", {}), final=True)
-        return "succeeded", None, {"summary": outcome.summary, "checkpoint": checkpoint_id, "step": outcome.step}
-    if callback.cancel_requested:
-        return "cancelled", None, {"checkpoint": callback.last_checkpoint_id, "step": outcome.step}
-    if callback.shutdown.is_set():
-        return "requeued", None, {"checkpoint": callback.last_checkpoint_id, "step": outcome.step}
-    return "failed", {"code": "internal_error", "param": None,
-                      "message": "training stopped early without a cancel request"}, None
+        return "failed", _internal_error(f"{type(exc).__name__}: {exc}"), None
+    stopped = {"checkpoint": reports.checkpoints.last_id, "step": outcome.step}
+    match outcome.status if outcome.status == "completed" else reports.stop.reason:
+        case "completed" if reports.checkpoints.final_id is not None:
+            return "succeeded", None, {"summary": outcome.summary, "checkpoint": reports.checkpoints.final_id,
+                                       "step": outcome.step}
+        case "completed":
+            return "failed", _internal_error("the run completed without reporting its final checkpoint"), None
+        case "cancelled":
+            return "cancelled", None, stopped
+        case "shutdown":
+            return "requeued", None, stopped
+        case "lease_lost":
+            return "lease_lost", None, None
+        case _:
+            return "failed", _internal_error("training stopped early with no stop requested"), None
+
+
+def _internal_error(message: str) -> dict[str, Any]:
+    return {"code": "internal_error", "message": message[:INTERNAL_MESSAGE_CHARS], "param": None}
 
 
 def _link(blob: Path, name: Path) -> Path:

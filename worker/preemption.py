@@ -3,7 +3,7 @@
 Celery's warm shutdown waits for running tasks, and a job may run for hours, so the worker's main
 process forwards SIGTERM to its job processes (`forward_to_job_processes`). In a job process the
 signal only sets a flag (`ShutdownRequest`); the training loop sees it at its next step through
-the callback's `should_stop`, saves a checkpoint and returns, and the lifecycle hands the job back
+the stop controller (worker.stopping), saves a checkpoint and returns, and the lifecycle hands the job back
 with `jobs.release`, so another worker resumes it from that checkpoint.
 
 The job process does not send the job's new message itself: this worker still consumes during its

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-import worker.callback as callback_module
+import worker.reports as reports_module
 import worker.lifecycle as lifecycle
 from core.callbacks import Progress
 from store.db import session_scope
@@ -96,13 +96,13 @@ def test_metrics_needs_no_key_and_is_not_in_the_api_schema(client: TestClient) -
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
 
 
-def test_the_worker_reports_steps_per_second(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    callback = callback_module.DatabaseCallback("ftjob-x", "w", None, None, tmp_path, None, 1.0)  # type: ignore[arg-type]
+def test_the_worker_reports_steps_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    callback = reports_module.ProgressWriter("ftjob-x", "w", 1.0)
     written: list[dict[str, Any]] = []
     monkeypatch.setattr(callback, "_write", lambda work: work(None))
-    monkeypatch.setattr(callback_module.jobs, "set_progress", lambda _s, _j, _w, record: written.append(record))
+    monkeypatch.setattr(reports_module.jobs, "set_progress", lambda _s, _j, _w, record: written.append(record))
     clock = iter([10.0, 11.0, 13.0, 14.0])
-    monkeypatch.setattr(callback_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(reports_module.time, "monotonic", lambda: next(clock))
     callback._last_progress = 0.0
     for stage, step in (("refine", 5), ("refine", 9), ("refine", 12), ("evaluate", 1)):
         callback.on_progress(Progress(stage, step, 100, None))  # type: ignore[arg-type]

@@ -21,8 +21,9 @@ from store.db import session_scope
 from store.models import Job, utcnow
 from store.repositories import checkpoints, events, files, jobs, keys, metrics
 from store.settings import Settings
-from worker import callback as callback_module
-from worker.callback import extract_checkpoint, jsonable, tar_directory
+from worker import stopping
+from worker.checkpoint_tar import extract_checkpoint, tar_directory
+from worker.reports import jsonable
 from worker.lifecycle import execute_job
 
 
@@ -89,7 +90,7 @@ CONFIG = {"method": "orca", "body": {"name": "tiny-bert"}, "alignment": {"epochs
 
 @pytest.fixture(autouse=True)
 def _poll_cancel_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(callback_module, "CANCEL_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(stopping, "CANCEL_POLL_SECONDS", 0.0)
 
 
 def submit(settings: Settings, owner: str = "alice", data: bytes = b"npz-bytes", **kw: object) -> tuple[str, str]:

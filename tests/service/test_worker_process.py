@@ -31,7 +31,7 @@ from tests.core.helpers import assert_same_weights
 from tests.service.test_e2e import children, sine_dataset
 from tests.service.test_worker import submit
 from tests.service.test_worker_real_run import TINY_CONFIG, set_config, tiny_dataset
-from worker.callback import extract_checkpoint
+from worker.checkpoint_tar import extract_checkpoint
 
 pytestmark = pytest.mark.integration
 

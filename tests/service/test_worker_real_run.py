@@ -16,8 +16,9 @@ from store.models import Job
 from store.repositories import checkpoints, events, jobs, metrics
 from store.settings import Settings
 from tests.service.test_worker import load, submit
-from worker import callback as callback_module
-from worker.callback import extract_checkpoint
+from worker import stopping
+from worker.checkpoint_tar import extract_checkpoint
+from worker.reports import ProgressWriter
 from worker.lifecycle import execute_job
 
 TINY_CONFIG = {"method": "orca", "body": {"name": "tiny-bert"},
@@ -63,15 +64,15 @@ def test_real_job_cancelled_mid_run_keeps_its_checkpoint(settings: Settings, mon
     """Cancel through the row as soon as the real loop reports progress: it checkpoints and stops."""
     owner_id, job_id = submit(settings, data=tiny_dataset())
     set_config(job_id, {**TINY_CONFIG, "training": {"epochs": 3, "batch_size": 8}})
-    report_progress = callback_module.DatabaseCallback.on_progress
+    report_progress = ProgressWriter.on_progress
 
-    def cancel_on_progress(self: callback_module.DatabaseCallback, progress: Progress) -> None:
+    def cancel_on_progress(self: ProgressWriter, progress: Progress) -> None:
         report_progress(self, progress)
         with session_scope() as s:
             jobs.request_cancel(s, owner_id, job_id)
 
-    monkeypatch.setattr(callback_module.DatabaseCallback, "on_progress", cancel_on_progress)
-    monkeypatch.setattr(callback_module, "CANCEL_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(ProgressWriter, "on_progress", cancel_on_progress)
+    monkeypatch.setattr(stopping, "CANCEL_POLL_SECONDS", 0.0)
     assert execute_job(job_id, settings) == "cancelled", load(job_id).error
     job = load(job_id)
     assert job.result is not None and job.result["checkpoint"] is not None
