@@ -3,7 +3,12 @@
 Input: 5000 source points of width 384 in 10 classes, 256 target points of one class (float32,
 seed 0; class means ~ N(0, I), points ~ N(mean, 0.25 I); the target class has its own mean), eps
 0.1, debiased, one CPU thread. Each variant runs in its own subprocess so that its peak RSS
-(ru_maxrss) is its own. Writes bench/results/otdd.md.
+(ru_maxrss) is its own. Writes bench/results/otdd.md (with bench/results/otdd_notes.md, the
+hand-written analysis, appended).
+
+The microsoft/otdd reference (17.4 s exact, 12.7 s gaussian) is not run here: it was measured
+separately, on this machine class, and the report compares this run's warm (steady) and cold
+(first) calls against those fixed figures.
 
     .venv/bin/python bench/otdd.py [--steady 5] [--skip-pot]
 """
@@ -24,6 +29,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS = 0.1
+# microsoft/otdd's call on the same problem: measured separately on this machine class, not by this script
+REFERENCE_S = {"exact": 17.4, "gaussian": 12.7}
+REFERENCE_NOTE = ("microsoft/otdd's call on the same problem, measured separately on this machine class (2-core "
+                  "CPU, one thread; the figures the task brief gives), not in this run: 17.4 s exact, 12.7 s "
+                  "gaussian, 1.2 GB peak RSS. The ratios below divide those fixed figures by this run's times.")
 
 
 def make_data():
@@ -221,7 +231,14 @@ def write_report(rows, args, elapsed) -> None:
             f"{rows[f'pot-{inner}'][0]['target_part_s']:.1f}, source-source labels "
             f"{rows[f'pot-{inner}'][0]['source_labels_s']:.1f}, source-source solve "
             f"{rows[f'pot-{inner}'][0]['source_solve_s']:.1f}" for inner in ("exact", "gaussian"))]
-    lines += ["", "Reference (task brief, microsoft/otdd on this machine): 17.4 s exact, 12.7 s gaussian, 1.2 GB peak RSS.", "",
+    lines += ["", f"Reference: {REFERENCE_NOTE}", "",
+              "| inner W | reference (s, separate measurement) | ours warm call (s) | reference / warm "
+              "| ours cold (first) call (s) | reference / cold |", "|---|---|---|---|---|---|"]
+    for inner in ("exact", "gaussian"):
+        warm, cold = best(f"ours-{inner}", "steady_s"), best(f"ours-{inner}", "first_s")
+        lines.append(f"| {inner} | {REFERENCE_S[inner]:g} | {warm:.3f} | {REFERENCE_S[inner] / warm:.0f}x | {cold:.3f} "
+                     f"| {REFERENCE_S[inner] / cold:.0f}x |")
+    lines += ["",
               "POT version: nothing cached; label distances recomputed in full each call (ot.emd2 per class pair incl. "
               "the source-source ones, or the Bures formula with two eighs per pair: POT's "
               "ot.gaussian.bures_wasserstein_distance returns NaN on the rank-deficient 256-point target covariance); "
@@ -232,6 +249,9 @@ def write_report(rows, args, elapsed) -> None:
               "at rtol 1e-8 without warm start (the reference value where POT stops at its cap). Ours: steady state = "
               "after each call one SGD step (lr 1e-6) on an identity-initialised Linear embedder, so the target moves "
               "slightly and the warm start is used; the first call is cold."]
+    notes = ROOT / "bench" / "results" / "otdd_notes.md"
+    if notes.exists():  # the hand-written analysis, kept across runs
+        lines += ["", notes.read_text().rstrip()]
     out = ROOT / "bench" / "results" / "otdd.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())

@@ -22,7 +22,12 @@ Finished cells are kept in a JSON file (gitignored, under bench/data/), keyed by
 so runs of some rows or methods (in parallel processes, say) merge into one table. The table,
 the settings and a summary computed from the table (winner per row, does the best cross-modal
 method beat the classical baseline and the scratch body, are PaRe and MoNA ahead of ORCA) are
-written to --out (default bench/results/quality_methods.md).
+written to --out (default bench/results/quality_methods.md), and every run's raw result (value,
+wall time, steps, seed, scale, config; a failure's message without its traceback) beside it as
+`<out>_runs.json`, committed with the table, so that the table can be re-derived:
+
+    .venv/bin/python bench/quality.py --methods "" --cells /tmp/cells.json \
+        --merge bench/results/quality_methods_runs.json --out /tmp/quality_methods.md
 """
 
 from __future__ import annotations
@@ -359,7 +364,16 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
         lines += ["", notes.read_text()]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+    write_runs(cells, out.with_name(out.stem + "_runs.json"))
     return out
+
+
+def write_runs(cells: dict, path: Path) -> None:
+    """Every run's raw result beside the table, one run a line: small enough to commit, and the
+    same shape as the cells file, so `--merge` redraws the table from it."""
+    runs = {k: {field: v for field, v in cell.items() if field != "traceback"} for k, cell in sorted(cells.items())}
+    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(run, sort_keys=True)}" for k, run in runs.items())
+    path.write_text("{\n" + body + "\n}\n" if runs else "{}\n")
 
 
 def main() -> None:
