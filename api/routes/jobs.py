@@ -158,7 +158,7 @@ def _stream(request: Request, session: Session, owner: Owner, credentials: HTTPA
     """Scoped like the list routes, and a 404 before anything streams. The request's session is
     closed here: the stream reads with short sessions of its own for as long as it lasts. A
     stream is one request for the rate limit, however long it stays open, so it also takes one of
-    the key's stream slots (api.streamslots) until it ends."""
+    the key's stream slots (api.slots) until it ends."""
     _job_or_404(session, owner, job_id)
     owner_id = owner.id
     session.close()

@@ -49,16 +49,25 @@ class Server:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server per backend, polling every 50 ms and sending a keep-alive every 0.5 s."""
+    with serving(request, tmp_path_factory) as running_server:
+        yield running_server
+
+
+@contextmanager
+def serving(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, **settings: str
+            ) -> Iterator[Server]:
+    """A real server on `request.param`'s backend with alice's file, polling every 50 ms and sending
+    a keep-alive every 0.5 s; `settings` are more XMODAL_* values for it."""
     from migrations import upgrade
 
     data_dir = tmp_path_factory.mktemp(f"streams-{request.param}")
     env = {"data_dir": str(data_dir), "stream_poll_seconds": "0.05", "stream_keepalive_seconds": "0.5",
-           "rate_limit_per_minute": "0"}
+           "rate_limit_per_minute": "0", **settings}
     if request.param == "postgresql":
         env["database_url"] = request.getfixturevalue("postgres_database_url")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        settings = _configure(monkeypatch, **env)
-        upgrade(settings.database_url)
+        configured = _configure(monkeypatch, **env)
+        upgrade(configured.database_url)
         alice = make_owner_key(f"streams-alice-{request.param}").key
         bob = make_owner_key(f"streams-bob-{request.param}").key
         with live_server(data_dir) as url, httpx.Client(base_url=url, timeout=READ_TIMEOUT_S) as http:
