@@ -36,17 +36,26 @@ def get_session() -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
-_bearer = HTTPBearer(auto_error=False, description="an API key from `xmodal keys create` or `xmodal up`")
+bearer = HTTPBearer(auto_error=False, description="an API key from `xmodal keys create` or `xmodal up`")
 
 
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def current_owner(session: SessionDep, credentials: Credentials) -> Owner:
-    """The owner of the request's bearer key; every /v1 route depends on it."""
-    challenge = {"WWW-Authenticate": "Bearer"}
+def current_owner(request: Request, session: SessionDep, credentials: Credentials) -> Owner:
+    """The owner of the request's bearer key; every /v1 route depends on it. A request that may carry
+    a body was authenticated before it was read (api/guard.py); its owner joins this session."""
+    known: Owner | None = getattr(request.state, "owner", None)
+    if known is not None:
+        return session.merge(known, load=False)
+    return owner_of_key(session, credentials)
+
+
+def owner_of_key(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Owner:
+    """The owner of an unrevoked bearer key; ApiError 401 for a missing, unknown or revoked one."""
     if credentials is None:
-        raise ApiError(401, "invalid_api_key", "missing API key; send 'Authorization: Bearer <key>'", headers=challenge)
+        raise missing_key()
     owner = keys.authenticate(session, credentials.credentials)
     # End the transaction now, giving the connection back to the pool: the rest of the request runs
     # in other thread-pool calls, and a request holding a connection while it waits for a thread
@@ -55,8 +64,12 @@ def current_owner(session: SessionDep, credentials: Credentials) -> Owner:
     # (expire_on_commit=False).
     session.commit()
     if owner is None:
-        raise ApiError(401, "invalid_api_key", "invalid or revoked API key", headers=challenge)
+        raise ApiError(401, "invalid_api_key", "invalid or revoked API key", headers=_CHALLENGE)
     return owner
+
+
+def missing_key() -> ApiError:
+    return ApiError(401, "invalid_api_key", "missing API key; send 'Authorization: Bearer <key>'", headers=_CHALLENGE)
 
 
 CurrentOwner = Annotated[Owner, Depends(current_owner)]

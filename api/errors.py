@@ -7,7 +7,7 @@ validation errors, Starlette's HTTP exceptions) and translated here, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -125,12 +125,19 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal server error; it has been logged")
 
 
+_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+    ApiError: _api_error, XModalError: _xmodal_error, StarletteHTTPException: _http_error,
+    RequestValidationError: _validation_error, DBAPIError: _database_unavailable,
+    DisconnectionError: _database_unavailable, PoolTimeout: _pool_exhausted, Exception: _unhandled,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(XModalError, _xmodal_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DBAPIError, _database_unavailable)
-    app.add_exception_handler(DisconnectionError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _pool_exhausted)
-    app.add_exception_handler(Exception, _unhandled)
+    for kind, handler in _HANDLERS.items():
+        app.add_exception_handler(kind, handler)
+
+
+async def respond(request: Request, exc: Exception) -> JSONResponse:
+    """The response the installed handlers give `exc`, for code that runs outside them (a middleware)."""
+    handler = next(_HANDLERS[kind] for kind in type(exc).__mro__ if kind in _HANDLERS)
+    return await handler(request, exc)

@@ -7,10 +7,15 @@ from fastapi import Depends, FastAPI
 from api import dashboard
 from api.deps import current_owner, rate_limit, reject_control_characters
 from api.errors import install_error_handlers
+from api.guard import AuthenticateBeforeBody
 from api.observability import RequestMetrics, bind_job_id
 from api.ratelimit import RateLimiter
 from api.routes import experiments, files, health, jobs, metrics
 from api.schemas.common import ERROR_RESPONSES
+from api.slots import Slots
+
+UPLOAD_RETRY_AFTER_S = 5
+"""A hint only: how long an upload takes depends on its size and its client."""
 
 
 def create_app() -> FastAPI:
@@ -21,8 +26,10 @@ def create_app() -> FastAPI:
         docs_url=None, redoc_url=None,  # FastAPI's pages load scripts from a CDN; ours is dashboard.docs_router
     )
     install_error_handlers(app)
+    app.add_middleware(AuthenticateBeforeBody)  # inside RequestMetrics, so its 401s and 413s are counted
     app.add_middleware(RequestMetrics)
     app.state.rate_limiter = RateLimiter()
+    app.state.upload_slots = Slots("uploads", "too_many_uploads", retry_after_s=UPLOAD_RETRY_AFTER_S)
     app.include_router(health.router)
     app.include_router(metrics.router)  # Prometheus; no key, like /healthz
     app.include_router(dashboard.router)  # HTML pages at / and /dashboard/…; they call /v1 from the browser

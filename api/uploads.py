@@ -8,21 +8,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import anyio.from_thread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
+from api.bodies import BodyReader
 from api.errors import ApiError
-from store.blobs import BlobRef, BlobStore, BlobTooLarge
+from store.blobs import BlobRef, BlobStore, BlobTooLarge, BlobWriter
 
 FIELD_MAX_BYTES = 1024
 """Text fields (`purpose`) are short; a longer one is a client mistake, not something to buffer."""
 OVERHEAD_MAX_BYTES = 64 * 1024
 """Boundaries, part headers and text fields allowed on top of the file's own limit."""
 BATCH_BYTES = 1024 * 1024
-"""Body bytes the blob writer's thread takes from the event loop at a time."""
+"""Body bytes gathered on the event loop before one trip to a thread parses, hashes and writes them:
+fewer, larger trips than one per (often 64 KiB) chunk, whose hand-off cost dominated."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,14 @@ def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, "file_too_large", f"the file exceeds the upload limit of {max_bytes} bytes", "file")
 
 
-async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, file_field: str = "file") -> Upload:
+async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, file_field: str = "file",
+                         read_timeout: float = 30.0, min_rate: int = 0) -> Upload:
     """Parse a multipart/form-data body, streaming the `file_field` part into `blobs`.
 
-    Raises ApiError: 413 past `max_bytes` (checked on Content-Length first, then on the bytes
-    themselves), 400 for a body that is not well-formed multipart.
+    The body is read on the event loop (a stalled client holds no thread); only parsing, hashing and
+    writing a batch go to a thread, once the batch is here. Raises ApiError: 413 past `max_bytes`
+    (checked on Content-Length first, then on the bytes themselves), 408 when the body stalls (see
+    BodyReader), 400 for a body that is not well-formed multipart. A failed upload leaves no temp file.
     """
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or b"boundary" not in params:
@@ -123,41 +127,32 @@ async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, fil
 
     parts = _Parts(file_field)
     parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
-    stream = request.stream()
+    body = BodyReader(request.receive, read_timeout, min_rate)
 
-    async def next_chunks(want: int) -> bytes:
-        """Body chunks joined until `want` bytes or the end: one trip from the writer thread to the
-        event loop per batch, not per (often 64 KiB) chunk, whose hand-off cost dominated."""
-        batch: list[bytes] = []
-        size = 0
-        while size < want and (chunk := await anext(stream, b"")):
-            batch.append(chunk)
-            size += len(chunk)
-        return b"".join(batch)
+    def store(batch: bytes, writer: BlobWriter) -> None:
+        """On a thread: the bounded CPU and disk work of one batch."""
+        parser.write(batch)
+        for data in parts.drain():
+            writer.write(data)
 
-    def file_chunks() -> Iterator[bytes]:
-        """Runs in the blob writer's thread, pulling body chunks from the event loop on demand."""
-        received = stored = 0
+    writer = await run_in_threadpool(blobs.writer, max_bytes)
+    try:
         # never ask for more than it takes to cross the file limit, so an oversized body stops early
-        while chunk := anyio.from_thread.run(next_chunks, max(1, min(BATCH_BYTES, max_bytes + 1 - stored))):
-            received += len(chunk)
-            if received > body_limit:
-                raise BlobTooLarge(max_bytes)
-            parser.write(chunk)
-            for data in parts.drain():
-                stored += len(data)
-                yield data
+        while batch := await body.read(max(1, min(BATCH_BYTES, max_bytes + 1 - writer.size))):
+            if body.received > body_limit:
+                raise too_large(max_bytes)
+            await run_in_threadpool(store, batch, writer)
         parser.finalize()
         if not parts.complete:
             raise ApiError(400, "invalid_multipart", "the multipart body ended before its closing boundary")
-        yield from parts.drain()
-
-    try:
-        blob = await run_in_threadpool(blobs.write_stream, file_chunks(), max_bytes)
+        await run_in_threadpool(store, b"", writer)
+        blob = await run_in_threadpool(writer.commit)
     except BlobTooLarge:
         raise too_large(max_bytes) from None
     except MultipartParseError as exc:
         raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
+    finally:
+        writer.discard()  # on the event loop, so a cancelled request cleans up too; a no-op after commit
     return Upload(blob, parts.filename, parts.fields)

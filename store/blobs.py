@@ -65,28 +65,16 @@ class BlobStore:
 
     def write_stream(self, chunks: Iterable[bytes], max_bytes: int | None = None) -> BlobRef:
         """Store the concatenated chunks, hashing as they arrive; raises BlobTooLarge past max_bytes."""
+        with self.writer(max_bytes) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+
+    def writer(self, max_bytes: int | None = None) -> BlobWriter:
+        """A blob written piece by piece, for a caller that gets its bytes in separate calls (an
+        upload read on the event loop, written on a thread a batch at a time)."""
         self._tmp.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise BlobTooLarge(max_bytes)
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha256 = digest.hexdigest()
-            final = self.path(sha256)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)  # same bytes already there: replacing it changes nothing
-            _fsync_dir(final.parent)
-            return BlobRef(sha256, size, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        return BlobWriter(self, max_bytes)
 
     def write_file(self, path: Path | str, max_bytes: int | None = None) -> BlobRef:
         """Store a local file's bytes (the worker's checkpoint tars)."""
@@ -119,6 +107,58 @@ class BlobStore:
             return True
         except FileNotFoundError:
             return False
+
+
+class BlobWriter:
+    """A temp file under the root, hashed as it is written. `commit` renames it into place;
+    `discard` (also on leaving a `with` block uncommitted) removes it, so an abandoned write leaves
+    nothing behind."""
+
+    def __init__(self, blobs: BlobStore, max_bytes: int | None) -> None:
+        self._blobs, self._max_bytes = blobs, max_bytes
+        self._digest = hashlib.sha256()
+        self.size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=blobs._tmp, prefix="upload-")
+        self._tmp: Path | None = Path(tmp_name)  # None once committed or discarded
+        self._out: BinaryIO = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append `chunk`; raises BlobTooLarge (and discards) once the bytes pass `max_bytes`."""
+        self.size += len(chunk)
+        if self._max_bytes is not None and self.size > self._max_bytes:
+            self.discard()
+            raise BlobTooLarge(self._max_bytes)
+        self._digest.update(chunk)
+        self._out.write(chunk)
+
+    def commit(self) -> BlobRef:
+        """Make the bytes durable and move them to their content address."""
+        assert self._tmp is not None, "commit after commit or discard"
+        try:
+            self._out.flush()
+            os.fsync(self._out.fileno())
+            self._out.close()
+            final = self._blobs.path(self._digest.hexdigest())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, final)  # same bytes already there: replacing it changes nothing
+            self._tmp = None  # its name is free for another writer now: never unlink it
+            _fsync_dir(final.parent)
+            return BlobRef(final.name, self.size, final)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Drop the temp file (a no-op once committed or discarded)."""
+        self._out.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.discard()
 
 
 def _fsync_dir(directory: Path) -> None:

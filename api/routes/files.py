@@ -15,18 +15,19 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import BlobsDep, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, Credentials, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
 from api.downloads import blob_response
 from api.errors import ApiError, not_found
 from api.idempotency import Once, create_once
 from api.schemas.common import ListResponse
 from api.schemas.files import PURPOSES, FileDeleted, FileObject, FilePurpose
+from api.slots import Slots
 from api.uploads import Upload, receive_upload
 from core.data.validate import DatasetLimits, validate_npz
 from core.errors import DatasetError
 from store.blobs import BlobRef, BlobStore
 from store.models import Checkpoint, File, Owner
-from store.repositories import files, idempotency, quotas
+from store.repositories import files, idempotency, keys, quotas
 from store.settings import Settings
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -51,17 +52,27 @@ FILENAME_MAX_CHARS = 255  # the column's width
 
 
 @router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY,
-             responses={413: {"description": "Larger than the upload limit or the owner's storage quota"},
-                        415: {"description": "Not multipart/form-data"}})
+             responses={408: {"description": "The body stalled or came too slowly"},
+                        413: {"description": "Larger than the upload limit or the owner's storage quota"},
+                        415: {"description": "Not multipart/form-data"},
+                        429: {"description": "Too many uploads in progress for this key or this server"}})
 async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
-                      blobs: BlobsDep, idempotency_key: IdempotencyKeyHeader = None) -> FileObject:
+                      blobs: BlobsDep, credentials: Credentials,
+                      idempotency_key: IdempotencyKeyHeader = None) -> FileObject:
     """Stream the upload into the blob store (hashing as it goes), validate it, record it.
 
     With `Idempotency-Key`, repeating the upload (same bytes, purpose and filename) returns the
     file the first one created; the key is checked once the bytes are in, since it covers them.
+    An upload holds one of the key's upload slots until it is recorded, validation included, so
+    uploads never take more than `max_uploads` of the thread pool the other routes share.
     """
-    upload = await receive_upload(request, blobs, settings.max_upload_bytes)
-    return await run_in_threadpool(_record_upload, session, owner, settings, blobs, upload, idempotency_key)
+    assert credentials is not None  # current_owner refused the request otherwise
+    slots: Slots = request.app.state.upload_slots
+    with slots.acquire(keys.hash_key(credentials.credentials), settings.max_uploads_per_key, settings.max_uploads):
+        upload = await receive_upload(request, blobs, settings.max_upload_bytes,
+                                      read_timeout=settings.body_read_timeout_seconds,
+                                      min_rate=settings.body_min_bytes_per_second)
+        return await run_in_threadpool(_record_upload, session, owner, settings, blobs, upload, idempotency_key)
 
 
 def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: BlobStore, upload: Upload,
