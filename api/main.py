@@ -13,6 +13,7 @@ from api.ratelimit import RateLimiter
 from api.routes import experiments, files, health, jobs, metrics
 from api.schemas.common import ERROR_RESPONSES
 from api.slots import Slots
+from api.streams import STREAM_RETRY_AFTER_S
 
 UPLOAD_RETRY_AFTER_S = 5
 """A hint only: how long an upload takes depends on its size and its client."""
@@ -30,6 +31,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.state.rate_limiter = RateLimiter()
     app.state.upload_slots = Slots("uploads", "too_many_uploads", retry_after_s=UPLOAD_RETRY_AFTER_S)
+    app.state.stream_slots = Slots("streams", "too_many_streams", retry_after_s=STREAM_RETRY_AFTER_S)
     app.include_router(health.router)
     app.include_router(metrics.router)  # Prometheus; no key, like /healthz
     app.include_router(dashboard.router)  # HTML pages at / and /dashboard/…; they call /v1 from the browser

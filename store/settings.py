@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     max_storage_bytes: int = Field(100 * 1024**3, ge=0, description="live files' bytes per owner; 0: no limit")
     stream_poll_seconds: float = Field(0.5, gt=0, description="how often an SSE stream reads new rows")
     stream_keepalive_seconds: float = Field(15.0, gt=0, description="SSE comment sent on a quiet stream this often")
+    max_streams_per_key: int = Field(16, ge=0, description="open SSE streams per API key per API process; 0: no limit")
+    max_streams: int = Field(256, ge=0, description="open SSE streams per API process, all keys together; 0: no limit")
+    stream_key_check_seconds: float = Field(
+        5.0, gt=0, description="how often an open SSE stream re-checks its API key: a revoked key's streams end within this")
     max_json_bytes: int = Field(1024**2, ge=1, description="largest JSON request body; past it a 413, before it is read")
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="a request body (an upload, JSON) that sends no bytes this long is cut off with a 408")
