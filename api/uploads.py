@@ -109,7 +109,8 @@ def too_large(max_bytes: int) -> ApiError:
 
 
 async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, file_field: str = "file",
-                         read_timeout: float = 30.0, min_rate: int = 0) -> Upload:
+                         read_timeout: float = 30.0, min_rate: int = 0,
+                         before_commit: Callable[[str], None] | None = None) -> Upload:
     """Parse a multipart/form-data body, streaming the `file_field` part into `blobs`.
 
     The body is read on the event loop (a stalled client holds no thread); only parsing, hashing and
@@ -146,7 +147,7 @@ async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, fil
         if not parts.complete:
             raise ApiError(400, "invalid_multipart", "the multipart body ended before its closing boundary")
         await run_in_threadpool(store, b"", writer)
-        blob = await run_in_threadpool(writer.commit)
+        blob = await run_in_threadpool(writer.commit, before_commit)  # before_commit(sha256) precedes the blob
     except BlobTooLarge:
         raise too_large(max_bytes) from None
     except MultipartParseError as exc:

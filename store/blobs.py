@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -131,14 +131,17 @@ class BlobWriter:
         self._digest.update(chunk)
         self._out.write(chunk)
 
-    def commit(self) -> BlobRef:
-        """Make the bytes durable and move them to their content address."""
+    def commit(self, before_rename: Callable[[str], None] | None = None) -> BlobRef:
+        """Make the bytes durable and move them to their content address. `before_rename(sha256)`
+        runs first, so what it records (an upload's reservation) precedes the blob's appearance."""
         assert self._tmp is not None, "commit after commit or discard"
         try:
             self._out.flush()
             os.fsync(self._out.fileno())
             self._out.close()
             final = self._blobs.path(self._digest.hexdigest())
+            if before_rename is not None:
+                before_rename(final.name)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, final)  # same bytes already there: replacing it changes nothing
             self._tmp = None  # its name is free for another writer now: never unlink it

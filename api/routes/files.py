@@ -8,10 +8,10 @@ Every stored file is therefore `processed`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -26,8 +26,9 @@ from api.uploads import Upload, receive_upload
 from core.data.validate import DatasetLimits, validate_npz
 from core.errors import DatasetError
 from store.blobs import BlobRef, BlobStore
-from store.models import Checkpoint, File, Owner
-from store.repositories import files, idempotency, keys, quotas
+from store.db import session_scope
+from store.models import File, Owner
+from store.repositories import blob_reservations, files, idempotency, keys, quotas
 from store.settings import Settings
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -65,18 +66,26 @@ async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner
     file the first one created; the key is checked once the bytes are in, since it covers them.
     An upload holds one of the key's upload slots until it is recorded, validation included, so
     uploads never take more than `max_uploads` of the thread pool the other routes share.
+    From just before its blob is renamed into place until its file row exists, an upload holds the
+    blob (a reservation row), so a refused upload of the same bytes cannot delete it meanwhile.
     """
     assert credentials is not None  # current_owner refused the request otherwise
     slots: Slots = request.app.state.upload_slots
     with slots.acquire(keys.hash_key(credentials.credentials), settings.max_uploads_per_key, settings.max_uploads):
-        upload = await receive_upload(request, blobs, settings.max_upload_bytes,
-                                      read_timeout=settings.body_read_timeout_seconds,
-                                      min_rate=settings.body_min_bytes_per_second)
-        return await run_in_threadpool(_record_upload, session, owner, settings, blobs, upload, idempotency_key)
+        hold = BlobHold()
+        try:
+            upload = await receive_upload(request, blobs, settings.max_upload_bytes,
+                                          read_timeout=settings.body_read_timeout_seconds,
+                                          min_rate=settings.body_min_bytes_per_second, before_commit=hold.take)
+            return await run_in_threadpool(_record_upload, session, owner, settings, blobs, upload, idempotency_key,
+                                           hold)
+        finally:
+            if hold.id is not None:  # recorded (the file row holds the blob now) or failed otherwise
+                await run_in_threadpool(hold.release)
 
 
 def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: BlobStore, upload: Upload,
-                   idempotency_key: str | None) -> FileObject:
+                   idempotency_key: str | None, hold: BlobHold) -> FileObject:
     try:
         filename = upload.filename
         if filename is None:
@@ -93,7 +102,8 @@ def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: Bl
         row, _ = create_once(session, once, lambda: _create(session, owner, settings, upload.blob, filename, purpose),
                              lambda file_id: files.get(session, owner.id, file_id))
     except (ApiError, DatasetError):
-        _discard_unreferenced(session, blobs, upload.blob.sha256)
+        session.rollback()  # end its transaction first: on SQLite an open one could block the discard's write
+        _discard_unreferenced(blobs, upload.blob.sha256, hold)
         raise
     return FileObject.from_row(row)
 
@@ -115,11 +125,35 @@ def _require_storage(session: Session, owner: Owner, quota: int, size: int) -> N
                        f"storage quota of {quota} bytes ({used} in use); delete files you no longer need", "file")
 
 
-def _discard_unreferenced(session: Session, blobs: BlobStore, sha256: str) -> None:
-    """Drop a rejected upload's blob unless a stored file or checkpoint has the same bytes."""
-    in_use = or_(exists().where(File.sha256 == sha256), exists().where(Checkpoint.sha256 == sha256))
-    if not session.scalar(select(in_use)):
-        blobs.delete(sha256)
+@dataclass
+class BlobHold:
+    """An upload's reservation of its blob, once taken (see store.repositories.blob_reservations).
+    Each step is its own short transaction, so no connection is held while the body streams in."""
+
+    id: str | None = None
+
+    def take(self, sha256: str) -> None:
+        """Reserve the blob; `receive_upload` calls this just before renaming it into place."""
+        with session_scope() as session:
+            self.id = blob_reservations.reserve(session, sha256)
+
+    def release(self) -> None:
+        assert self.id is not None
+        with session_scope() as session:
+            blob_reservations.release(session, self.id)
+        self.id = None
+
+
+def _discard_unreferenced(blobs: BlobStore, sha256: str, hold: BlobHold) -> None:
+    """Drop a rejected upload's blob unless something else holds the same bytes: a file or
+    checkpoint row, or another upload still on its way to its file row."""
+    with session_scope() as session:
+        blob_reservations.lock(session, sha256)
+        if hold.id is not None:
+            blob_reservations.release(session, hold.id)
+        if not blob_reservations.in_use(session, sha256):
+            blobs.delete(sha256)  # under the lock: no reservation of these bytes can be written meanwhile
+    hold.id = None
 
 
 @router.get("", response_model=ListResponse[FileObject])
