@@ -87,7 +87,8 @@ def run(config: JobConfig, train_path: Path, out_dir: Path, *, validation_path: 
     ctx = build_context(config, train_path, out_dir, validation_path, callbacks, device)
     if resume_from is not None:
         ctx.restore(Path(resume_from))
-        ctx.event(f"resumed from step {ctx.position.step}", checkpoint=str(resume_from))
+        ctx.event(f"resumed from step {ctx.position.step}", checkpoint=str(resume_from),
+                  resumed_from_step=ctx.position.step, resumed_stage=ctx.position.stage)
     else:
         ctx.event(f"{config.method} on {ctx.spec.task.value}: input {ctx.spec.input_shape}, "
                   f"{len(ctx.data.train)} train samples, body {config.body.name}, device {ctx.device.type}")

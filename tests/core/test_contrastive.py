@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,7 +13,7 @@ from core.components.contrastive import contrastive_loss, label_correlation, noi
 from core.components.patch_replacement import AttentionScorer, build_replacement_loss
 from core.config import parse_config
 from core.runner import build_context
-from tests.core.helpers import assert_same_weights
+from tests.core.helpers import assert_resumes_exactly
 
 BASE = {"method": "contrastive_pare", "body": {"name": "tiny-bert"}, "embedder": {"target_seq_len": 16},
         "alignment": {"proxy": "digits", "proxy_samples": 100, "pseudo_labels": 3},
@@ -28,17 +29,11 @@ def config(**sections):
 
 
 class Recorder(Callback):
-    def __init__(self, stop_at=None):
-        self.metrics, self.seen, self.stop_at = [], 0, stop_at
+    def __init__(self):
+        self.metrics = []
 
     def on_metric(self, point):
         self.metrics.append(point)
-
-    def on_progress(self, progress):
-        self.seen = progress.step
-
-    def should_stop(self):
-        return self.seen == self.stop_at
 
 
 # ---- components --------------------------------------------------------------------------------
@@ -132,14 +127,8 @@ def test_contrastive_pare_end_to_end_2d_dense(dense_2d, tmp_path):
     _assert_predicts(result, dense_2d)
 
 
-def test_contrastive_pare_resume_gives_identical_weights(classification_1d, tmp_path):
+@pytest.mark.parametrize("stop_at", [2, 9])  # inside the contrastive stage (6 steps); mid-epoch inside refinement
+def test_contrastive_pare_resume_gives_identical_weights(classification_1d, tmp_path, stop_at):
     cfg = config()
     straight = core.run(cfg, classification_1d, tmp_path / "straight")
-    for stop_at in (2, 9):  # inside the contrastive stage (6 steps); mid-epoch inside refinement
-        out = tmp_path / f"resumed-{stop_at}"
-        stopped = core.run(cfg, classification_1d, out, callbacks=[Recorder(stop_at=stop_at)])
-        assert stopped.status == "stopped" and stopped.step == stop_at
-        torch.manual_seed(999)
-        resumed = core.run(cfg, classification_1d, out, resume_from=stopped.checkpoint_dir)
-        assert resumed.step == straight.step
-        assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)
+    assert_resumes_exactly(cfg, classification_1d, tmp_path / "resumed", stop_at, straight)

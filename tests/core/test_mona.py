@@ -16,7 +16,7 @@ from core.components.meta import (_SourceEncoder, alignment_uniformity, meta_gra
 from core.components.source_tokens import load_source_tokens
 from core.config import TaskType, parse_config
 from core.model import ModelSpec, build_model
-from tests.core.helpers import assert_same_weights
+from tests.core.helpers import assert_resumes_exactly
 
 MONA_1D = {"method": "mona", "body": {"name": "tiny-bert"},
            "mona": {"iterations": 3, "source_batch": 16, "inner_lr": 1e-2},
@@ -26,20 +26,14 @@ MONA_1D = {"method": "mona", "body": {"name": "tiny-bert"},
 
 
 class Recorder(Callback):
-    def __init__(self, stop_at: int | None = None):
-        self.metrics, self.events, self.step, self.stop_at = [], [], 0, stop_at
+    def __init__(self):
+        self.metrics, self.events = [], []
 
     def on_metric(self, point):
         self.metrics.append(point)
 
     def on_event(self, event):
         self.events.append(event)
-
-    def on_progress(self, progress):
-        self.step = progress.step
-
-    def should_stop(self):
-        return self.step == self.stop_at
 
 
 # ---- the objective ---------------------------------------------------------------------------
@@ -238,11 +232,5 @@ def straight_run(tmp_path_factory):
 @pytest.mark.parametrize("stop_step", [2, 6])  # inside stage 1; inside refinement
 def test_mona_resume_gives_identical_weights(straight_run, tmp_path, stop_step):
     data, straight = straight_run
-    config = parse_config(MONA_1D)
-    stopped = core.run(config, data, tmp_path / "run", callbacks=[Recorder(stop_at=stop_step)])
-    assert stopped.status == "stopped" and stopped.step == stop_step
-    torch.manual_seed(999)
-    resumed = core.run(config, data, tmp_path / "run", resume_from=stopped.checkpoint_dir)
-    assert resumed.step == straight.step
-    assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)
+    resumed = assert_resumes_exactly(parse_config(MONA_1D), data, tmp_path / "run", stop_step, straight)
     assert resumed.summary["test"] == straight.summary["test"]

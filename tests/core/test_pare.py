@@ -17,7 +17,7 @@ from core.components.patch_replacement import (
 from core.config import parse_config
 from core.runner import build_context
 from core.training.refine import plain_loss
-from tests.core.helpers import assert_same_weights
+from tests.core.helpers import assert_resumes_exactly
 
 BASE = {"method": "pare", "body": {"name": "tiny-bert"}, "embedder": {"target_seq_len": 16},
         "alignment": {"proxy": "digits", "proxy_samples": 100},
@@ -32,20 +32,14 @@ def config(**sections):
 
 
 class Recorder(Callback):
-    def __init__(self, stop_at=None):
-        self.metrics, self.events, self.seen, self.stop_at = [], [], 0, stop_at
+    def __init__(self):
+        self.metrics, self.events = [], []
 
     def on_metric(self, point):
         self.metrics.append(point)
 
     def on_event(self, event):
         self.events.append(event)
-
-    def on_progress(self, progress):
-        self.seen = progress.step
-
-    def should_stop(self):
-        return self.seen == self.stop_at
 
 
 # ---- schedule ----------------------------------------------------------------------------------
@@ -154,9 +148,4 @@ def test_pare_end_to_end_2d_dense(dense_2d, tmp_path):
 def test_pare_resume_gives_identical_weights(classification_1d, tmp_path):
     cfg = config(training={"grad_accumulation": 2})
     straight = core.run(cfg, classification_1d, tmp_path / "straight")
-    stopped = core.run(cfg, classification_1d, tmp_path / "resumed", callbacks=[Recorder(stop_at=2)])
-    assert stopped.status == "stopped" and stopped.step == 2  # mid-epoch, inside the Gumbel phase
-    torch.manual_seed(999)
-    resumed = core.run(cfg, classification_1d, tmp_path / "resumed", resume_from=stopped.checkpoint_dir)
-    assert resumed.step == straight.step
-    assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)
+    assert_resumes_exactly(cfg, classification_1d, tmp_path / "resumed", 2, straight)  # mid-epoch, Gumbel phase
