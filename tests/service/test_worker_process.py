@@ -25,7 +25,7 @@ from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import Checkpoint, Job
 from store.queue import send_run_job
-from store.repositories import checkpoints, events
+from store.repositories import checkpoints, events, metrics
 from store.settings import Settings
 from tests.core.helpers import assert_same_weights
 from tests.service.test_e2e import children, sine_dataset
@@ -210,6 +210,24 @@ def stored_checkpoint(settings: Settings, checkpoint: Checkpoint, dest: Path) ->
     return extract_checkpoint(BlobStore(settings.blob_root).path(checkpoint.sha256), dest)
 
 
+def assert_core_resumed_from(owner_id: str, job_id: str, step: int) -> None:
+    """Core's own evidence that it restored `step`; the worker's "resuming from step" message is written from
+    the database before core runs, so it cannot tell a resume from a restart at step 0 (which, re-seeded
+    from the config, would end on the same weights). Core's resumed event must name the step, and what core
+    reported after it (attempt 2) must lie at or past that step: no alignment metric at step 0, and train
+    losses only for steps after it."""
+    with session_scope() as s:
+        logged = events.list_events(s, owner_id, job_id, limit=500)
+        points = metrics.list_metrics(s, owner_id, job_id, limit=1000)
+    assert not logged.has_more and not points.has_more
+    (event,) = [e for e in logged.items if e.data and "resumed_from_step" in e.data]
+    assert event.data["resumed_from_step"] == step, event.message
+    after = [p for p in points.items if p.created_at >= event.created_at]
+    assert any(p.split == "train" for p in after), "attempt 2 reported no train metric"
+    assert min(p.step for p in after) >= step
+    assert min(p.step for p in after if p.split == "train") > step
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("deployment", ["sqlite+filesystem"], indirect=True)  # PostgreSQL + Redis: the tests above
 def test_real_job_killed_mid_training_resumes_to_the_uninterrupted_result(
@@ -226,7 +244,9 @@ def test_real_job_killed_mid_training_resumes_to_the_uninterrupted_result(
     assert finished.status == "succeeded" and finished.attempt == 2, finished.error
     assert finished.result is not None
     (resumed,) = [m for m in messages(owner_id, job_id) if m.startswith("attempt 2 started")]
-    assert 0 < int(resumed.rsplit("resuming from step ", 1)[1]) < finished.result["step"]
+    from_step = int(resumed.rsplit("resuming from step ", 1)[1])
+    assert 0 < from_step < finished.result["step"]
+    assert_core_resumed_from(owner_id, job_id, from_step)
     assert finished.result["summary"]["test"] == pytest.approx(uninterrupted.test_metrics, rel=METRIC_RTOL)
     with session_scope() as s:
         stored = checkpoints.list_checkpoints(s, owner_id, job_id)
