@@ -38,9 +38,9 @@ def worker(body_name: str, variant: str, last_k: int, args: argparse.Namespace) 
     import torch.nn.functional as F
 
     from core.components.meta import meta_gradient, sample_source_batch, source_batch
-    from core.components.source_tokens import load_source_tokens
+    from core.proxies.bank import load_source_tokens
     from core.config import TaskType, parse_config
-    from core.model import ModelSpec, build_model
+    from core.modeling.model import ModelSpec, build_model
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -171,6 +171,8 @@ def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | Non
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
         result = run(parse_config(config), dataset_path(name), Path(out), callbacks=[timer],
                      device=torch.device("cpu"))
+    if result.error is not None:
+        raise result.error
     wall = time.perf_counter() - start
     stages = timer.steps_by_stage()
     refine_steps = stages.get("refine", 0)

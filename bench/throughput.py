@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--steps 12] [--repeats 7] [--batch 32] [--threads 1]
 
-Same model (minilm-l6 body, `core.model.build_model`), same normalised data tensors (from
+Same model (minilm-l6 body, `core.modeling.model.build_model`), same normalised data tensors (from
 `core.data.prepare`), same batch size, AdamW at the same lr, cross-entropy, same number of steps.
 
 What is timed:
@@ -69,14 +69,16 @@ def run_ours(config, data_path: Path) -> tuple[float, int]:
 
     timer = StageTimer()
     with tempfile.TemporaryDirectory(prefix="xmodal-throughput-") as out:
-        run(config, data_path, Path(out), callbacks=[timer], device=torch.device("cpu"))
+        result = run(config, data_path, Path(out), callbacks=[timer], device=torch.device("cpu"))
+    if result.error is not None:
+        raise result.error
     steps, seconds = timer.span("refine")
     return seconds, steps
 
 
 def build_bare(config, data_path: Path):
     from core.data.prepare import prepare_data
-    from core.model import ModelSpec, build_model
+    from core.modeling.model import ModelSpec, build_model
 
     data = prepare_data(config, data_path)
     spec = ModelSpec(task=data.task, input_shape=data.input_shape, target_shape=data.target_shape,

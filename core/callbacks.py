@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Stage = Literal["setup", "align", "meta", "contrastive", "refine", "evaluate"]
+Stage = str
+"""A stage's name: "setup", a recipe's own stages (`core.methods.stage_names()`), "refine", "evaluate"."""
+StopRequest = Literal["cancelled", "shutdown", "lease_lost"]
+"""Why a callback asks a run to stop: its owner cancelled it, the worker is shutting down, or the
+worker lost the job's lease."""
+StopReason = Literal["completed", "failed", "cancelled", "shutdown", "lease_lost"]
+"""Why a run ended (`RunResult.reason`): it finished, it raised, or a callback asked it to stop."""
 Level = Literal["debug", "info", "warning", "error"]
 
 
@@ -63,9 +69,9 @@ class Callback:
 
     def on_checkpoint(self, checkpoint: CheckpointSaved) -> None: ...
 
-    def should_stop(self) -> bool:
-        """Checked between optimizer steps; True makes the loop checkpoint and return early."""
-        return False
+    def stop_reason(self) -> StopRequest | None:
+        """Checked between optimizer steps; a reason makes the run checkpoint and return it."""
+        return None
 
 
 class CallbackList(Callback):
@@ -90,5 +96,10 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.on_checkpoint(checkpoint)
 
-    def should_stop(self) -> bool:
-        return any(cb.should_stop() for cb in self.callbacks)
+    def stop_reason(self) -> StopRequest | None:
+        """The first reason a callback gives; the rest are not asked."""
+        for cb in self.callbacks:
+            reason = cb.stop_reason()
+            if reason is not None:
+                return reason
+        return None

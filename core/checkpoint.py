@@ -17,12 +17,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.bodies import body_from_hf_config
-from core.config import JobConfig
+from core.modeling.bodies import body_from_hf_config
+from core.config import JobConfig, parse_config
 from core.data.prepare import Normalisation
 from core.errors import CheckpointError
-from core.model import CrossModalModel, ModelSpec, build_model
-from core.tasks import decode
+from core.modeling.model import CrossModalModel, ModelSpec, build_model
+from core.modeling.tasks import decode
 
 FORMAT = "xmodal.checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -95,7 +95,7 @@ class Predictor:
 def load_model(directory: Path, device: torch.device | str = "cpu") -> Predictor:
     directory = Path(directory)
     manifest = read_manifest(directory)
-    config = JobConfig.model_validate(manifest["config"])
+    config = parse_config(manifest["config"])
     spec = ModelSpec.from_dict(manifest["spec"])
     body = body_from_hf_config(config.body.name, manifest["body_config"])
     model, _ = build_model(config, spec, body=body)

@@ -77,7 +77,9 @@ def _train(args: argparse.Namespace) -> int:
         recorder.close()
         if bar:
             bar.close()
-    print(json.dumps({"status": result.status, "checkpoint": str(result.checkpoint_dir), **result.summary}, indent=2))
+    if result.error is not None:
+        raise result.error  # the CLI's edge prints it in one line
+    print(json.dumps({"status": result.reason, "checkpoint": str(result.checkpoint_dir), **result.summary}, indent=2))
     return 0
 
 

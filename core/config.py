@@ -1,23 +1,27 @@
 """The job config: one pydantic model for a whole job, shared by `xmodal train` and the REST API.
 
 Importable without torch. Every section forbids unknown keys, so a typo is an error naming the
-field rather than a silently ignored setting.
+field rather than a silently ignored setting. The sections every method shares are declared here;
+the method names and each method's own sections come from the recipe registry (`core.methods`), so
+`JobConfig`, `METHODS` and `Method` are derived from it whenever they are read.
 """
 
 from __future__ import annotations
 
 import json
 from enum import Enum
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model
 
+from core import methods
 from core.errors import ConfigError
+from core.sections import Section
 
-METHODS = ("orca", "finetune", "pare", "mona", "contrastive_pare")
-Method = Literal["orca", "finetune", "pare", "mona", "contrastive_pare"]
+DEFAULT_METHOD = "orca"
 
 
 class TaskType(str, Enum):
@@ -36,11 +40,7 @@ SELECTION_METRIC = {
     TaskType.scalar_regression: "mae",
 }
 """Each task's primary metric (lower is better): what refining selects on and experiments compare.
-Here, not in core.tasks, so the API reads it without torch."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+Here, not in core.modeling.tasks, so the API reads it without torch."""
 
 
 class BodyConfig(Section):
@@ -93,52 +93,10 @@ class CheckpointConfig(Section):
     keep_last: int = Field(2, ge=1, le=1000, description="resumable checkpoints kept on disk (older ones are deleted)")
 
 
-class PareConfig(Section):
-    """Patch replacement (PaRe, and stage 2 of contrastive_pare)."""
+class SharedConfig(Section):
+    """The part of a job config every method reads; `JobConfig` adds `method` and the recipes' sections."""
 
-    k0: int | None = Field(None, ge=0, le=4096, description="tokens replaced at epoch 0; None: half the tokens")
-    weight: float | None = Field(None, ge=0, le=100,
-                                 description="w on the mixed terms; None: reference 1.0 (2D cls), 0.1 (1D), 0.3 (dense)")
-    lambda_rule: Literal["k_over_k0", "k_over_n"] = Field("k_over_k0", description="paper k/k0; reference k/N")
-    gumbel_epochs: int = Field(1, ge=0, le=10_000, description="epochs of differentiable Gumbel top-k")
-    tau: float = Field(0.9, gt=0, le=100, description="Gumbel temperature")
-
-
-class MonaConfig(Section):
-    """MoNA stage 1: meta-learned embedder."""
-
-    iterations: int = Field(20, ge=0, le=100_000, description="stage-1 outer iterations")
-    inner_lr: float = Field(1e-3, gt=0, le=10, description="alpha of the virtual body step")
-    outer_weight: float = Field(1.0, ge=0, le=100, description="lambda on the outer (align + uniformity) loss")
-    lr: float | None = Field(None, gt=0, le=10, description="beta for the embedder; default 10x training lr")
-    variant: Literal["second_order", "first_order", "last_k_layers"] = Field(
-        "second_order", description="second_order is exact and, measured, faster than the finite-difference "
-                                    "first_order (bench/results/mona_cost.md); first_order needs ~3x less memory")
-    last_k: int = Field(2, ge=1, le=1000, description="layers differentiated through with last_k_layers")
-    source_batch: int = Field(32, ge=2, le=4096)
-
-
-class ContrastiveConfig(Section):
-    """Stage 1 of contrastive_pare: contrastive embedder training on noise-augmented targets."""
-
-    epochs: int = Field(3, ge=0, le=10_000)
-    noise_scales: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5], min_length=1, max_length=32)
-    noise_steps: int = Field(2, ge=1, le=64, description="T perturbation steps per scale")
-    temperature: float = Field(0.1, gt=0, le=100, description="s = exp(cos / temperature)")
-    correlation_eps: float = Field(1e-3, gt=0, le=10)
-    freeze_embedder: bool = Field(False, description="keep the stage-1 embedder fixed during refinement")
-
-    @model_validator(mode="after")
-    def _check_scales(self) -> ContrastiveConfig:
-        if any(not 0 < sigma < 1 for sigma in self.noise_scales):
-            raise ValueError("noise_scales must lie in (0, 1) so sqrt(1 - sigma^2) is real")
-        return self
-
-
-class JobConfig(Section):
-    """Everything one job needs. `method` picks the recipe; the sections configure shared parts."""
-
-    method: Method = "orca"
+    method: str = DEFAULT_METHOD
     body: BodyConfig = Field(default_factory=BodyConfig)
     task: TaskType | None = Field(None, description="inferred from the data when not given")
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
@@ -147,9 +105,6 @@ class JobConfig(Section):
     freeze: Literal["none", "embedder", "body", "both"] = "none"
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    pare: PareConfig = Field(default_factory=PareConfig)
-    mona: MonaConfig = Field(default_factory=MonaConfig)
-    contrastive: ContrastiveConfig = Field(default_factory=ContrastiveConfig)
 
     @property
     def alignment_epochs(self) -> int:
@@ -158,22 +113,47 @@ class JobConfig(Section):
         return 0 if self.method == "finetune" else self.alignment.epochs
 
 
+@cache
+def _job_config(names: tuple[str, ...], sections: tuple[tuple[str, type[Section]], ...]) -> type[SharedConfig]:
+    fields: dict[str, Any] = {key: (section, Field(default_factory=section)) for key, section in sections}
+    return create_model("JobConfig", __base__=SharedConfig, __module__=__name__,
+                        __doc__="Everything one job needs. `method` picks the recipe; the sections configure its parts.",
+                        method=(Literal[names], DEFAULT_METHOD), **fields)
+
+
+def job_config_model() -> type[SharedConfig]:
+    """The JobConfig model of the methods registered now."""
+    registered = methods.recipes()
+    return _job_config(tuple(registered), tuple(methods.sections_of(registered.values()).items()))
+
+
+def __getattr__(name: str) -> Any:
+    """`JobConfig`, `METHODS` (the method names) and `Method` (their Literal), as the registry has them now."""
+    if name == "JobConfig":
+        return job_config_model()
+    if name == "METHODS":
+        return tuple(methods.recipes())
+    if name == "Method":
+        return Literal[tuple(methods.recipes())]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _field_of(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"]) or "config"
 
 
-def parse_config(data: Any) -> JobConfig:
+def parse_config(data: Any) -> SharedConfig:
     """Validate a mapping into a JobConfig, raising ConfigError that names the first bad field."""
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of sections", field="config")
     try:
-        return JobConfig.model_validate(data)
+        return job_config_model().model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(first["msg"], field=_field_of(first)) from None
 
 
-def load_config(path: str | Path) -> JobConfig:
+def load_config(path: str | Path) -> SharedConfig:
     """Read a YAML or JSON job file."""
     path = Path(path)
     try:
@@ -191,16 +171,17 @@ def load_config(path: str | Path) -> JobConfig:
     return parse_config(data if data is not None else {})
 
 
-def config_from_job_request(model: str, method: dict[str, Any], seed: int | None = None) -> JobConfig:
+def config_from_job_request(model: str, method: dict[str, Any], seed: int | None = None) -> SharedConfig:
     """Map the REST body (`model`, `method: {type, <type>: {sections}}`, `seed`) onto a JobConfig.
 
     `method.<type>` takes the same sections as a YAML job file, so one config runs both ways.
     """
     if not isinstance(method, dict):
         raise ConfigError("expected an object with 'type'", field="method")
-    kind = method.get("type", "orca")
-    if kind not in METHODS:
-        raise ConfigError(f"unknown method {kind!r}; expected one of {', '.join(METHODS)}", field="method.type")
+    kind = method.get("type", DEFAULT_METHOD)
+    if kind not in methods.recipes():
+        raise ConfigError(f"unknown method {kind!r}; expected one of {', '.join(methods.recipes())}",
+                          field="method.type")
     unknown = set(method) - {"type", kind}
     if unknown:
         raise ConfigError(f"unexpected key(s) {sorted(unknown)}", field="method")

@@ -17,7 +17,7 @@ from pathlib import Path
 from core.errors import ConfigError
 
 BODY_ALIASES = ("minilm-l6", "tiny-bert", "tiny-swin")
-"""The names core.bodies resolves without a directory or hub (tests keep the two in step)."""
+"""The names core.modeling.bodies resolves without a directory or hub (tests keep the two in step)."""
 
 
 PATH_PROXY_PREFIXES = ("cifar10:", "conll2003:")

@@ -1,16 +1,17 @@
 """`core.run`: one job from config and data to a final checkpoint and a summary, with callbacks.
 
 The same function serves `xmodal train` (callbacks write files and a progress bar) and the worker
-(callbacks write the database and read the cancel flag).
+(callbacks write the database and say when to stop). It never raises for what happens inside the
+run: the `RunResult` says how it ended, with the exception when it failed, so that each caller
+translates an error once, at its own edge.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -18,19 +19,14 @@ from core.callbacks import Callback, CallbackList, CheckpointSaved
 from core.checkpoint import save_model
 from core.config import JobConfig
 from core.data.prepare import prepare_data
-from core.methods import recipe_for
-from core.model import ModelSpec, build_model
-from core.training.context import StopRequested, TrainContext
+from core.methods import Recipe, recipe_for
+from core.modeling.model import ModelSpec, build_model
+from core.result import RunResult
 from core.training.evaluate import evaluate_split
-from core.training.refine import refine_total_steps
+from core.training.refine import refine, refine_total_steps
+from core.training.run import Run, StopRequested
 
-
-@dataclass(frozen=True)
-class RunResult:
-    status: Literal["completed", "stopped"]
-    summary: dict
-    checkpoint_dir: Path
-    step: int
+log = logging.getLogger(__name__)
 
 
 def pick_device() -> torch.device:
@@ -38,8 +34,8 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_context(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
-                  callbacks: Sequence[Callback], device: torch.device | None = None) -> TrainContext:
+def build_run(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
+              callbacks: Sequence[Callback], device: torch.device | None = None) -> Run:
     torch.manual_seed(config.training.seed)
     data = prepare_data(config, Path(train_path), Path(validation_path) if validation_path else None)
     spec = ModelSpec(task=data.task, input_shape=data.input_shape, target_shape=data.target_shape,
@@ -47,55 +43,75 @@ def build_context(config: JobConfig, train_path: Path, out_dir: Path, validation
     model, body = build_model(config, spec)
     device = device or pick_device()
     body.source_embedding.to(device)
-    ctx = TrainContext(config=config, data=data, spec=spec, model=model.to(device), body=body, device=device,
-                       out_dir=Path(out_dir), callbacks=CallbackList(list(callbacks)), total_steps=0)
-    ctx.final_stage_from = recipe_for(config.method).planned_steps(ctx)
-    ctx.total_steps = ctx.final_stage_from + refine_total_steps(ctx)
-    return ctx
+    run = Run(config=config, data=data, spec=spec, model=model.to(device), body=body, device=device,
+              out_dir=Path(out_dir), callbacks=CallbackList(list(callbacks)), total_steps=0)
+    recipe = recipe_for(config.method)
+    run.final_stage_from = sum(stage.steps(config, len(data.train)) for stage in recipe.stages)
+    run.total_steps = run.final_stage_from + refine_total_steps(run)
+    return run
 
 
-def finish(ctx: TrainContext) -> dict:
+def walk(run: Run, recipe: Recipe) -> None:
+    """The recipe's stages in order (skipping those with no steps, and those a resumed run has
+    finished), then its refine stage."""
+    for stage in recipe.stages:
+        if stage.steps(run.config, len(run.data.train)) and not run.has_finished(stage.name, recipe.stage_names):
+            stage.run(run)
+    (recipe.refine or refine)(run)
+
+
+def finish(run: Run) -> dict:
     """Select the best weights, evaluate validation and test once, write the final checkpoint."""
-    ctx.position.stage = "evaluate"
-    if ctx.best_state is not None:
-        ctx.model.load_state_dict(ctx.best_state)
-    norm, batch = ctx.data.normalisation, ctx.config.training.batch_size
-    summary: dict = {"task": ctx.spec.task.value, "method": ctx.config.method, "steps": ctx.position.step}
-    for name, split in (("validation", ctx.data.validation), ("test", ctx.data.test)):
+    run.position.stage = "evaluate"
+    if run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    norm, batch = run.data.normalisation, run.config.training.batch_size
+    summary: dict = {"task": run.spec.task.value, "method": run.config.method, "steps": run.position.step}
+    for name, split in (("validation", run.data.validation), ("test", run.data.test)):
         if split is None:
             continue
-        metrics = evaluate_split(ctx.model, split, ctx.spec.task, norm.y_mean, norm.y_std, ctx.device, batch,
-                                 ctx.autocast())
+        metrics = evaluate_split(run.model, split, run.spec.task, norm.y_mean, norm.y_std, run.device, batch,
+                                 run.autocast())
         summary[name] = metrics
         for key, value in metrics.items():
-            ctx.metric(key, value, f"final_{name}")
-    final = ctx.out_dir / "checkpoint"
-    save_model(final, ctx.model, ctx.manifest(step=ctx.position.step, stage="evaluate", summary=summary))
-    ctx.callbacks.on_checkpoint(CheckpointSaved(path=final, step=ctx.position.step, epoch=ctx.position.stage_epoch,
+            run.metric(key, value, f"final_{name}")
+    final = run.out_dir / "checkpoint"
+    save_model(final, run.model, run.manifest(step=run.position.step, stage="evaluate", summary=summary))
+    run.callbacks.on_checkpoint(CheckpointSaved(path=final, step=run.position.step, epoch=run.position.stage_epoch,
                                                 stage="evaluate", metrics=summary.get("test", {}), final=True))
-    (ctx.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    ctx.event("finished", summary=summary)
+    (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.event("finished", summary=summary)
     return summary
+
+
+def _train(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
+           callbacks: Sequence[Callback], resume_from: Path | None, device: torch.device | None) -> RunResult:
+    run = build_run(config, train_path, out_dir, validation_path, callbacks, device)
+    if resume_from is not None:
+        run.restore(Path(resume_from))
+        run.event(f"resumed from step {run.position.step}", checkpoint=str(resume_from),
+                  resumed_from_step=run.position.step, resumed_stage=run.position.stage)
+    else:
+        run.event(f"{config.method} on {run.spec.task.value}: input {run.spec.input_shape}, "
+                  f"{len(run.data.train)} train samples, body {config.body.name}, device {run.device.type}")
+    try:
+        walk(run, recipe_for(config.method))
+    except StopRequested as stop:
+        run.event(f"stopped on request ({stop.reason})", level="warning")
+        return RunResult(stop.reason, run.position.step, stop.checkpoint)
+    summary = finish(run)
+    return RunResult("completed", run.position.step, out_dir / "checkpoint", summary)
 
 
 def run(config: JobConfig, train_path: Path, out_dir: Path, *, validation_path: Path | None = None,
         callbacks: Sequence[Callback] = (), resume_from: Path | None = None,
         device: torch.device | None = None) -> RunResult:
-    """Run a whole job; returns `stopped` (after a checkpoint) when a callback asked to stop."""
+    """Run a whole job. `completed`, or the reason a callback gave to stop (after a checkpoint), or
+    `failed` with the exception the run raised (a `UserError` when the job or its data is at fault)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = build_context(config, train_path, out_dir, validation_path, callbacks, device)
-    if resume_from is not None:
-        ctx.restore(Path(resume_from))
-        ctx.event(f"resumed from step {ctx.position.step}", checkpoint=str(resume_from),
-                  resumed_from_step=ctx.position.step, resumed_stage=ctx.position.stage)
-    else:
-        ctx.event(f"{config.method} on {ctx.spec.task.value}: input {ctx.spec.input_shape}, "
-                  f"{len(ctx.data.train)} train samples, body {config.body.name}, device {ctx.device.type}")
     try:
-        recipe_for(config.method).run(ctx)
-    except StopRequested as stop:
-        ctx.event("stopped on request", level="warning")
-        return RunResult("stopped", {}, stop.checkpoint, ctx.position.step)
-    summary = finish(ctx)
-    return RunResult("completed", summary, out_dir / "checkpoint", ctx.position.step)
+        return _train(config, train_path, out_dir, validation_path, callbacks, resume_from, device)
+    except Exception as exc:  # noqa: BLE001 - returned, not swallowed: the caller translates it
+        log.debug("run failed", exc_info=True)
+        return RunResult("failed", error=exc)

@@ -49,7 +49,7 @@ def _preload_training_code(**_: Any) -> None:
     forks: every job process then starts with it loaded instead of spending seconds of CPU on the
     imports (most of a short job's cost). Importing does not initialise CUDA, so forking stays safe."""
     import core.runner  # noqa: F401
-    from transformers import AutoConfig, AutoModel  # noqa: F401  (core.bodies imports them lazily)
+    from transformers import AutoConfig, AutoModel  # noqa: F401  (core.modeling.bodies imports them lazily)
 
 
 @signals.worker_process_init.connect

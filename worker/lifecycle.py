@@ -1,8 +1,10 @@
 """One job from claim to finish: the body of the `xmodal.run_job` task.
 
 The claim decides who runs the job; from then on the worker owns the row until it finishes it,
-loses the lease, or hands it back on SIGTERM (worker.preemption). Errors become values on the row: a `UserError` from core keeps its code and
-message, anything else is `internal_error` (details in the worker's log, not in the API).
+loses the lease, or hands it back on SIGTERM (worker.preemption). How the run ended comes back from
+core as a `RunResult` reason and becomes the job's status in one place (`_run`). Errors become
+values on the row: a `UserError` from core keeps its code and message, anything else is
+`internal_error` (details in the worker's log, not in the API).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 from core.config import parse_config
 from core.errors import UserError
 from core.model_refs import check_job_allowed
+from core.result import RunResult
 from sqlalchemy.orm import Session
 
 from store.blobs import BlobStore
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["succeeded", "failed", "cancelled", "requeued", "skipped", "lease_lost"]
 RunStatus = Literal["succeeded", "failed", "cancelled", "requeued"]
-Runner = Callable[..., Any]  # core.run's signature; returns a RunResult
+Runner = Callable[..., RunResult]  # core.run's signature
 INTERNAL_MESSAGE_CHARS = 300
 
 
@@ -151,17 +154,13 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
                            if claimed.validation_sha256 else None)
         resume_from = (extract_checkpoint(blobs.path(claimed.resume_sha256), scratch / "resume")
                        if claimed.resume_sha256 else None)
-        outcome = runner(config, train_path, scratch / "run", validation_path=validation_path,
-                         callbacks=reports.callbacks(), resume_from=resume_from)
+        outcome: RunResult = runner(config, train_path, scratch / "run", validation_path=validation_path,
+                                    callbacks=reports.callbacks(), resume_from=resume_from)
         reports.metrics.flush()
-    except UserError as exc:
-        reports.metrics.flush()
-        return "failed", exc.as_dict(), None
-    except Exception as exc:
-        log.exception("job %s failed with an internal error", claimed.job_id)
-        return "failed", _internal_error(f"{type(exc).__name__}: {exc}"), None
+    except Exception as exc:  # the worker's own part failed: mapped as a failed run is
+        outcome = RunResult("failed", error=exc)
     stopped = {"checkpoint": reports.checkpoints.last_id, "step": outcome.step}
-    match outcome.status if outcome.status == "completed" else reports.stop.reason:
+    match outcome.reason:
         case "completed" if reports.checkpoints.final_id is not None:
             return "succeeded", None, {"summary": outcome.summary, "checkpoint": reports.checkpoints.final_id,
                                        "step": outcome.step}
@@ -173,8 +172,11 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
             return "requeued", None, stopped
         case "lease_lost":
             return "lease_lost", None, None
-        case _:
-            return "failed", _internal_error("training stopped early with no stop requested"), None
+        case "failed" if isinstance(outcome.error, UserError):
+            return "failed", outcome.error.as_dict(), None
+        case "failed":
+            log.error("job %s failed with an internal error", claimed.job_id, exc_info=outcome.error)
+            return "failed", _internal_error(f"{type(outcome.error).__name__}: {outcome.error}"), None
 
 
 def _internal_error(message: str) -> dict[str, Any]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Literal
-
-from core.callbacks import Callback
+from core.callbacks import Callback, StopRequest
 from store.db import TRANSIENT_ERRORS
 from store.repositories import jobs
 from worker.heartbeat import Heartbeat
@@ -18,24 +16,17 @@ log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
 
-StopReason = Literal["lease_lost", "shutdown", "cancelled"]
-
 
 class StopController(Callback):
-    """Answers `should_stop` and remembers why (`reason`), for the lifecycle to map to a job status.
+    """Tells the run why it must stop (`stop_reason`); core hands the reason back in its RunResult.
     The cancel flag is read from the database at most every CANCEL_POLL_SECONDS."""
 
     def __init__(self, job_id: str, heartbeat: Heartbeat, shutdown: threading.Event) -> None:
         self.job_id, self.heartbeat, self.shutdown = job_id, heartbeat, shutdown
-        self.reason: StopReason | None = None
         self._cancel_requested = False
         self._last_cancel_poll = time.monotonic()
 
-    def should_stop(self) -> bool:
-        self.reason = self._reason()
-        return self.reason is not None
-
-    def _reason(self) -> StopReason | None:
+    def stop_reason(self) -> StopRequest | None:
         if self.heartbeat.lost:
             return "lease_lost"
         if self.shutdown.is_set():

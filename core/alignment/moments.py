@@ -12,7 +12,7 @@ CHUNK = 1024
 
 class Stateless:
     """Objectives with nothing to checkpoint still offer the `state_dict` pair (ORCA registers every
-    objective with the checkpointing context, which saves and restores it like an optimizer)."""
+    objective with `Run.track_state`, which saves and restores it like an optimizer)."""
 
     def state_dict(self) -> dict:
         return {}

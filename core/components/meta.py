@@ -43,8 +43,8 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from core.bodies import Body
-from core.components.source_tokens import SourceTokenBank
+from core.modeling.bodies import Body
+from core.proxies.bank import SourceTokenBank
 from core.errors import ConfigError
 
 Params = dict[str, torch.Tensor]

@@ -29,19 +29,18 @@ At k = 0 the mixed terms are skipped (the reference would add the clean loss a s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.components.source_tokens import LoopingLoader, SourceTokenBank, load_source_tokens
-from core.config import PareConfig, TaskType
-from core.heads import DENSE_TASKS
-from core.tasks import task_loss
-from core.training.context import TrainContext
+from core.config import TaskType
+from core.modeling.heads import DENSE_TASKS
+from core.modeling.model import CrossModalModel
+from core.modeling.tasks import task_loss
+from core.proxies.bank import LoopingLoader, SourceTokenBank
+from core.training.streams import batch_generator
 
 MASKED = -1e4  # added to the log-score of padding so it ranks below every real token
 
@@ -107,6 +106,26 @@ def default_weight(task: TaskType, input_ndim: int) -> float:
     return 1.0 if input_ndim == 3 else 0.1
 
 
+@dataclass(frozen=True)
+class ReplacementSchedule:
+    """k, lambda and the Gumbel phase at each epoch, with the weight w of the mixed terms."""
+
+    k0: int
+    num_tokens: int
+    epochs: int
+    weight: float
+    lambda_rule: str
+    gumbel_epochs: int
+    tau: float
+
+    def at(self, epoch: int) -> tuple[int, float]:
+        k = replaced_count(self.k0, epoch, self.epochs)
+        return k, mix_lambda(k, self.k0, self.num_tokens, self.lambda_rule)
+
+    def gumbel(self, epoch: int) -> bool:
+        return epoch < self.gumbel_epochs
+
+
 # ---- selection and mixing -------------------------------------------------------------------------
 def _select(scores: torch.Tensor, k: int, largest: bool, valid: torch.Tensor | None, tau: float | None,
             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -156,100 +175,36 @@ def replace_tokens(target: torch.Tensor, source: torch.Tensor, target_scores: to
 # ---- the refine-stage loss ------------------------------------------------------------------------
 @dataclass
 class PatchReplacementLoss:
-    """`loss_fn(ctx, x, y, epoch)` for `refine`: clean task loss + w x the mixed terms."""
+    """`loss(model, x, y, epoch, batch)` for `refine`: clean task loss + w x the mixed terms."""
 
     modules: ReplacementModules
     bank: SourceTokenBank
     loader: LoopingLoader
-    config: PareConfig
-    k0: int
-    weight: float
-    num_tokens: int
+    schedule: ReplacementSchedule
+    task: TaskType
+    y_mean: float
+    y_std: float
+    batch_size: int
+    seed: int
     detach_embedder: bool = False  # contrastive.freeze_embedder: the embedder gets no gradient
 
-    def schedule(self, epoch: int, epochs: int) -> tuple[int, float]:
-        k = replaced_count(self.k0, epoch, epochs)
-        return k, mix_lambda(k, self.k0, self.num_tokens, self.config.lambda_rule)
-
-    def __call__(self, ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        norm, task = ctx.data.normalisation, ctx.spec.task
-        batch = ctx.position.batch
-        k, lam = self.schedule(epoch, ctx.config.training.epochs)
-        gumbel = epoch < self.config.gumbel_epochs
-        if batch == 0:
-            self._report(ctx, epoch, k, lam, gumbel)
-        tokens, grid = ctx.model.embed(x)
+    def __call__(self, model: CrossModalModel, x: torch.Tensor, y: torch.Tensor, epoch: int,
+                 batch: int) -> torch.Tensor:
+        k, lam = self.schedule.at(epoch)
+        tokens, grid = model.embed(x)
         if self.detach_embedder:
             tokens = tokens.detach()
-        loss = task_loss(task, ctx.model.forward_tokens(tokens, grid), y, norm.y_mean, norm.y_std)
-        if k == 0 or self.weight == 0:
+        loss = task_loss(self.task, model.forward_tokens(tokens, grid), y, self.y_mean, self.y_std)
+        if k == 0 or self.schedule.weight == 0:
             return loss
-        index = self.loader.indices(epoch, batch, ctx.config.training.batch_size, len(x))
-        source, valid = self.bank.tokens(index, ctx.device)
-        generator = torch.Generator().manual_seed(ctx.config.training.seed * 1_000_003 + epoch * 10_007 + batch)
+        index = self.loader.indices(epoch, batch, self.batch_size, len(x))
+        source, valid = self.bank.tokens(index, x.device)
+        tau = self.schedule.tau if self.schedule.gumbel(epoch) else None
         scorer = self.modules.scorer
         mixed, _ = replace_tokens(tokens, source, scorer(tokens), scorer(source, valid), k, source_valid=valid,
-                                  tau=self.config.tau if gumbel else None, generator=generator)
-        hidden = ctx.body.encode(mixed, grid)
-        target_term = task_loss(task, ctx.model.head(hidden, grid), y, norm.y_mean, norm.y_std)
+                                  tau=tau, generator=batch_generator(self.seed, epoch, batch))
+        hidden = model.encode(mixed, grid)
+        target_term = task_loss(self.task, model.head(hidden, grid), y, self.y_mean, self.y_std)
         source_logits = self.modules.source_head(hidden.float().mean(dim=1))
-        source_term = F.cross_entropy(source_logits, self.bank.labels[index].to(ctx.device))
-        return loss + self.weight * ((1 - lam) * target_term + lam * source_term)
-
-    def _report(self, ctx: TrainContext, epoch: int, k: int, lam: float, gumbel: bool) -> None:
-        ctx.metric("pare_k", k, "train", epoch)
-        ctx.metric("pare_lambda", lam, "train", epoch)
-        if epoch == self.config.gumbel_epochs and epoch > 0:
-            ctx.event(f"patch replacement: plain top-k from epoch {epoch} (scorer no longer trained)",
-                      pare_gumbel=False)
-        if k == 0 and (epoch == 0 or replaced_count(self.k0, epoch - 1, ctx.config.training.epochs) > 0):
-            ctx.event(f"patch replacement: k reached 0 at epoch {epoch}; clean task loss only", pare_k=0)
-
-
-# ---- set-up shared by the recipes -----------------------------------------------------------------
-def target_token_count(ctx: TrainContext) -> int:
-    with torch.no_grad():
-        tokens, _ = ctx.model.embed(ctx.data.train.x[:1].to(ctx.device))
-    return tokens.shape[1]
-
-
-def build_replacement_loss(ctx: TrainContext, scorer: type[nn.Module], detach_embedder: bool = False,
-                           ) -> PatchReplacementLoss:
-    """Source token bank (the `alignment.proxy`), scorer, source head, k0 and w for this run."""
-    cfg, proxy, training = ctx.config.pare, ctx.config.alignment, ctx.config.training
-    num_tokens = target_token_count(ctx)
-    bank = load_source_tokens(proxy.proxy, ctx.body, proxy.proxy_samples, ctx.config.embedder.target_seq_len,
-                              num_tokens, ctx.device)
-    source_tokens = bank.tokens(torch.zeros(1, dtype=torch.long), ctx.device)[0].shape[1]
-    k0 = min(num_tokens // 2 if cfg.k0 is None else cfg.k0, num_tokens, source_tokens)
-    with torch.random.fork_rng():  # the new modules' init must not depend on (or shift) the run's RNG
-        torch.manual_seed(training.seed)
-        modules = ReplacementModules(scorer(ctx.body.width), ctx.body.output_width, bank.num_classes)
-    weight = default_weight(ctx.spec.task, len(ctx.spec.input_shape)) if cfg.weight is None else cfg.weight
-    return PatchReplacementLoss(modules.to(ctx.device), bank, LoopingLoader(len(bank), training.seed), cfg, k0,
-                                weight, num_tokens, detach_embedder)
-
-
-@contextmanager
-def attached(ctx: TrainContext, modules: nn.Module, name: str = "patch_replacement") -> Iterator[None]:
-    """Make `modules` part of the model for the refine stage, but not of its saved weights.
-
-    As a submodule, refine's optimizer, grad clipping and train/eval switches cover them; a
-    state-dict hook keeps them out of model.safetensors (so `predict` never sees them); their
-    weights travel in the trainer state instead (`register_optimizer` takes anything with a
-    state_dict), which restores them on resume.
-    """
-    ctx.register_optimizer(f"{name}_modules", modules)
-    ctx.model.add_module(name, modules)
-    prefix = f"{name}."
-
-    def drop(module: nn.Module, state: dict, _prefix: str, _metadata: object) -> None:
-        for key in [key for key in state if key.startswith(_prefix + prefix)]:
-            del state[key]
-
-    handle = ctx.model.register_state_dict_post_hook(drop)
-    try:
-        yield
-    finally:
-        handle.remove()
-        delattr(ctx.model, name)
+        source_term = F.cross_entropy(source_logits, self.bank.labels[index].to(x.device))
+        return loss + self.schedule.weight * ((1 - lam) * target_term + lam * source_term)

@@ -6,61 +6,91 @@ K noise scales x T steps of views; z = mean-pooled f(view); the label-weighted c
 the fine-tuning lr (the convention of the other embedder stages). Non-class targets get k-means
 pseudo-labels (k = `alignment.pseudo_labels`), and their flattened targets serve as the label
 vectors for the correlation weights.
-Stage 2 (`refine`): patch replacement as in PaRe, but tokens are scored by the attention weight of
-a pooled query over them; `contrastive.freeze_embedder` keeps f as stage 1 left it.
+Stage 2 (`refine`): patch replacement as in PaRe (its `pare` section), but tokens are scored by the
+attention weight of a pooled query over them; `contrastive.freeze_embedder` keeps f as stage 1 left it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field, model_validator
 
-from core.alignment import kmeans_pseudo_labels
-from core.components.contrastive import contrastive_loss, noise_views, pair_weights
-from core.components.patch_replacement import AttentionScorer, attached, build_replacement_loss
-from core.config import TaskType
-from core.training.context import TrainContext
-from core.training.optim import build_optimizer
-from core.training.refine import epoch_order, refine
+from core.methods import Recipe, RecipeStage, register
+from core.methods.pare import PareConfig
+from core.sections import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from core.config import JobConfig
+    from core.training.run import Run
 
 
-def labels_and_vectors(ctx: TrainContext) -> tuple[torch.Tensor, torch.Tensor]:
+class ContrastiveConfig(Section):
+    """Stage 1 of contrastive_pare: contrastive embedder training on noise-augmented targets."""
+
+    epochs: int = Field(3, ge=0, le=10_000)
+    noise_scales: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5], min_length=1, max_length=32)
+    noise_steps: int = Field(2, ge=1, le=64, description="T perturbation steps per scale")
+    temperature: float = Field(0.1, gt=0, le=100, description="s = exp(cos / temperature)")
+    correlation_eps: float = Field(1e-3, gt=0, le=10)
+    freeze_embedder: bool = Field(False, description="keep the stage-1 embedder fixed during refinement")
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> ContrastiveConfig:
+        if any(not 0 < sigma < 1 for sigma in self.noise_scales):
+            raise ValueError("noise_scales must lie in (0, 1) so sqrt(1 - sigma^2) is real")
+        return self
+
+
+def labels_and_vectors(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (classes or k-means pseudo-labels) and the label vectors their correlation is taken of."""
-    y = ctx.data.train.y
-    if ctx.spec.task == TaskType.classification:
-        return y.long(), F.one_hot(y.long(), ctx.spec.num_classes or int(y.max()) + 1).float()
+    import torch
+    import torch.nn.functional as F
+
+    from core.alignment import kmeans_pseudo_labels
+    from core.config import TaskType
+
+    y = run.data.train.y
+    if run.spec.task == TaskType.classification:
+        return y.long(), F.one_hot(y.long(), run.spec.num_classes or int(y.max()) + 1).float()
     targets = y.float().reshape(len(y), -1)
-    labels = torch.from_numpy(kmeans_pseudo_labels(targets.numpy(), k=ctx.config.alignment.pseudo_labels,
-                                                   seed=ctx.config.training.seed)).long()
+    labels = torch.from_numpy(kmeans_pseudo_labels(targets.numpy(), k=run.config.alignment.pseudo_labels,
+                                                   seed=run.config.training.seed)).long()
     if targets.shape[1] < 2:  # a correlation needs vectors: use the pseudo-label's one-hot
         return labels, F.one_hot(labels).float()
     return labels, targets
 
 
-def contrastive_stage(ctx: TrainContext) -> None:
-    cfg, training, pos = ctx.config.contrastive, ctx.config.training, ctx.position
-    labels, vectors = labels_and_vectors(ctx)
-    embedder, train = ctx.model.embedder, ctx.data.train
+def contrastive_stage(run: Run) -> None:
+    import torch
+
+    from core.components.contrastive import contrastive_loss, noise_views, pair_weights
+    from core.training.optim import build_optimizer
+
+    cfg, training, pos = run.config.contrastive, run.config.training, run.position
+    labels, vectors = labels_and_vectors(run)
+    embedder, train = run.model.embedder, run.data.train
     optimizer = build_optimizer(embedder.parameters(), training, 10 * training.lr)
-    ctx.register_optimizer("contrastive_optimizer", optimizer)
+    run.track_state("contrastive_optimizer", optimizer)
     views = len(cfg.noise_scales) * cfg.noise_steps
     batches = math.ceil(len(train) / training.batch_size)
-    ctx.enter_stage("contrastive", f"contrastive: {cfg.epochs} epochs, {views} noise views per sample, "
+    run.enter_stage("contrastive", f"contrastive: {cfg.epochs} epochs, {views} noise views per sample, "
                                    f"{len(labels.unique())} labels, tau={cfg.temperature}")
     embedder.train()
     while pos.stage_epoch < cfg.epochs:
         epoch = pos.stage_epoch
-        order = epoch_order(training.seed, epoch, len(train))
+        order = run.epoch_order(epoch)
         total, seen = 0.0, 0
         while pos.batch < batches:
             index = order[pos.batch * training.batch_size:(pos.batch + 1) * training.batch_size]
-            generator = torch.Generator().manual_seed(training.seed * 1_000_003 + epoch * 10_007 + pos.batch)
-            x = noise_views(train.x[index].to(ctx.device), cfg.noise_scales, cfg.noise_steps, generator)
-            view_labels, view_vectors = labels[index].repeat(views).to(ctx.device), vectors[index].repeat(views, 1)
-            weights = pair_weights(view_labels, view_vectors.to(ctx.device), cfg.correlation_eps)
-            with ctx.autocast():
+            generator = run.batch_generator(epoch, pos.batch)
+            x = noise_views(train.x[index].to(run.device), cfg.noise_scales, cfg.noise_steps, generator)
+            view_labels, view_vectors = labels[index].repeat(views).to(run.device), vectors[index].repeat(views, 1)
+            weights = pair_weights(view_labels, view_vectors.to(run.device), cfg.correlation_eps)
+            with run.autocast():
                 z = embedder(x)[0].float().mean(dim=1)
             loss = contrastive_loss(z, view_labels, weights, cfg.temperature)
             loss.backward()
@@ -70,25 +100,30 @@ def contrastive_stage(ctx: TrainContext) -> None:
             optimizer.zero_grad(set_to_none=True)
             total, seen = total + float(loss.detach()), seen + 1
             pos.batch += 1
-            ctx.step_done()
-        pos.stage_epoch, pos.batch = epoch + 1, 0
+            run.step_done()
+        run.finish_epoch()
         metrics = {"contrastive_loss": total / seen} if seen else {}
         for key, value in metrics.items():
-            ctx.metric(key, value, "contrastive", epoch)
-        ctx.save_checkpoint(metrics)
+            run.metric(key, value, "contrastive", epoch)
+        run.save_checkpoint(metrics)
 
 
-def run(ctx: TrainContext) -> None:
-    if ctx.config.contrastive.epochs and ctx.position.stage in ("setup", "contrastive"):
-        contrastive_stage(ctx)
-    loss = build_replacement_loss(ctx, AttentionScorer, detach_embedder=ctx.config.contrastive.freeze_embedder)
-    ctx.event(f"patch replacement (attention scores): proxy {loss.bank.name}, k0={loss.k0} of {loss.num_tokens} "
-              f"tokens, w={loss.weight}, freeze_embedder={ctx.config.contrastive.freeze_embedder}",
-              k0=loss.k0, weight=loss.weight)
-    with attached(ctx, loss.modules):
-        refine(ctx, loss)
+def contrastive_steps(config: JobConfig, train_size: int) -> int:
+    return config.contrastive.epochs * math.ceil(train_size / config.training.batch_size)
 
 
-def planned_steps(ctx: TrainContext) -> int:
-    batches = math.ceil(len(ctx.data.train) / ctx.config.training.batch_size)
-    return ctx.config.contrastive.epochs * batches
+def refine_with_attention(run: Run) -> None:
+    from core.components.patch_replacement import AttentionScorer
+    from core.training.replacement import build_replacement_loss, refine_with_replacement
+
+    freeze = run.config.contrastive.freeze_embedder
+    loss = build_replacement_loss(run, AttentionScorer, detach_embedder=freeze)
+    schedule = loss.schedule
+    run.event(f"patch replacement (attention scores): proxy {loss.bank.name}, k0={schedule.k0} of "
+              f"{schedule.num_tokens} tokens, w={schedule.weight}, freeze_embedder={freeze}",
+              k0=schedule.k0, weight=schedule.weight)
+    refine_with_replacement(run, loss)
+
+
+RECIPE = register(Recipe("contrastive_pare", stages=(RecipeStage("contrastive", contrastive_stage, contrastive_steps),),
+                         refine=refine_with_attention, sections={"pare": PareConfig, "contrastive": ContrastiveConfig}))

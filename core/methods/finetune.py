@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from core.training.context import TrainContext
-from core.training.refine import refine
+from core.methods import Recipe, register
 
-
-def run(ctx: TrainContext) -> None:
-    refine(ctx)
-
-
-def planned_steps(ctx: TrainContext) -> int:
-    return 0
+RECIPE = register(Recipe("finetune"))

@@ -15,36 +15,58 @@ The step size β is `mona.lr` (default 10x the training lr), constant, with `tra
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Literal
 
-from core.components.meta import meta_gradient, sample_source_batch, source_batch
-from core.components.source_tokens import load_source_tokens
-from core.tasks import task_loss
-from core.training.context import TrainContext
-from core.training.optim import build_optimizer
-from core.training.refine import refine
+from pydantic import Field
+
+from core.methods import Recipe, RecipeStage, register
+from core.sections import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.config import JobConfig
+    from core.training.run import Run
 
 SOURCE_SEED_OFFSET = 7_919  # keeps the source batch stream apart from the target one
-SOURCE_TEXT_TOKENS = 64  # glosses cut to this many tokens, as the ORCA proxy features are
 
 
-def meta_train(ctx: TrainContext) -> None:
-    cfg, training = ctx.config.mona, ctx.config.training
-    pos, model, data = ctx.position, ctx.model, ctx.data
-    bank = load_source_tokens(ctx.config.alignment.proxy, ctx.body, ctx.config.alignment.proxy_samples,
-                              ctx.config.embedder.target_seq_len, SOURCE_TEXT_TOKENS, ctx.device)
+class MonaConfig(Section):
+    """MoNA stage 1: meta-learned embedder."""
+
+    iterations: int = Field(20, ge=0, le=100_000, description="stage-1 outer iterations")
+    inner_lr: float = Field(1e-3, gt=0, le=10, description="alpha of the virtual body step")
+    outer_weight: float = Field(1.0, ge=0, le=100, description="lambda on the outer (align + uniformity) loss")
+    lr: float | None = Field(None, gt=0, le=10, description="beta for the embedder; default 10x training lr")
+    variant: Literal["second_order", "first_order", "last_k_layers"] = Field(
+        "second_order", description="second_order is exact and, measured, faster than the finite-difference "
+                                    "first_order (bench/results/mona_cost.md); first_order needs ~3x less memory")
+    last_k: int = Field(2, ge=1, le=1000, description="layers differentiated through with last_k_layers")
+    source_batch: int = Field(32, ge=2, le=4096)
+
+
+def meta_train(run: Run) -> None:
+    import torch
+
+    from core.components.meta import meta_gradient, sample_source_batch, source_batch
+    from core.modeling.tasks import task_loss
+    from core.proxies.bank import FEATURE_TOKENS, load_source_tokens
+    from core.training.optim import build_optimizer
+
+    cfg, training = run.config.mona, run.config.training
+    pos, model, data = run.position, run.model, run.data
+    bank = load_source_tokens(run.config.alignment.proxy, run.body, run.config.alignment.proxy_samples,
+                              run.config.embedder.target_seq_len, FEATURE_TOKENS, run.device)
     target_side = [*model.embedder.parameters(), *model.head.parameters()]
     for parameter in target_side:
         parameter.requires_grad_(True)
     optimizer = build_optimizer(target_side, training, cfg.lr or 10 * training.lr)
-    ctx.register_optimizer("meta_optimizer", optimizer)
+    run.track_state("meta_optimizer", optimizer)
     parameters = dict(model.named_parameters())
     norm = data.normalisation
 
     def loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return task_loss(ctx.spec.task, output, y, norm.y_mean, norm.y_std)
+        return task_loss(run.spec.task, output, y, norm.y_mean, norm.y_std)
 
-    ctx.enter_stage("meta", f"meta: {cfg.iterations} iterations, variant {cfg.variant}"
+    run.enter_stage("meta", f"meta: {cfg.iterations} iterations, variant {cfg.variant}"
                             f"{f' (k={cfg.last_k})' if cfg.variant == 'last_k_layers' else ''}, "
                             f"alpha={cfg.inner_lr}, lambda={cfg.outer_weight}, proxy {bank.name} "
                             f"({len(bank.labels)} samples)")
@@ -52,14 +74,13 @@ def meta_train(ctx: TrainContext) -> None:
     inner = outer = float("nan")
     while pos.stage_epoch < cfg.iterations:
         iteration = pos.stage_epoch
-        generator = torch.Generator().manual_seed(training.seed * 100_003 + iteration)
-        index = torch.randperm(len(data.train), generator=generator)[: training.batch_size]
-        generator.manual_seed(training.seed * 100_003 + iteration + SOURCE_SEED_OFFSET)
-        source_index = sample_source_batch(bank.labels, cfg.source_batch, generator)
-        step = meta_gradient(model, ctx.body, data.train.x[index].to(ctx.device), data.train.y[index].to(ctx.device),
-                             loss, source_batch(bank, ctx.body, source_index, ctx.device), bank.labels[source_index].to(ctx.device),
-                             inner_lr=cfg.inner_lr, outer_weight=cfg.outer_weight, variant=cfg.variant,
-                             last_k=cfg.last_k)
+        index = torch.randperm(len(data.train), generator=run.epoch_generator(iteration))[: training.batch_size]
+        source_index = sample_source_batch(bank.labels, cfg.source_batch,
+                                           run.epoch_generator(iteration, offset=SOURCE_SEED_OFFSET))
+        step = meta_gradient(model, run.body, data.train.x[index].to(run.device), data.train.y[index].to(run.device),
+                             loss, source_batch(bank, run.body, source_index, run.device),
+                             bank.labels[source_index].to(run.device), inner_lr=cfg.inner_lr,
+                             outer_weight=cfg.outer_weight, variant=cfg.variant, last_k=cfg.last_k)
         for name, value in step.grads.items():
             parameters[name].grad = value
         if training.clip_grad_norm:
@@ -67,18 +88,15 @@ def meta_train(ctx: TrainContext) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         inner, outer = step.inner_loss, step.outer_loss
-        pos.stage_epoch = iteration + 1
-        ctx.metric("mona_inner_loss", inner, "meta", iteration)
-        ctx.metric("mona_outer_loss", outer, "meta", iteration)
-        ctx.step_done()
-    ctx.save_checkpoint({"mona_inner_loss": inner, "mona_outer_loss": outer} if cfg.iterations else {})
+        run.finish_epoch()
+        run.metric("mona_inner_loss", inner, "meta", iteration)
+        run.metric("mona_outer_loss", outer, "meta", iteration)
+        run.step_done()
+    run.save_checkpoint({"mona_inner_loss": inner, "mona_outer_loss": outer} if cfg.iterations else {})
 
 
-def run(ctx: TrainContext) -> None:
-    if ctx.config.mona.iterations and ctx.position.stage in ("setup", "meta"):
-        meta_train(ctx)
-    refine(ctx)
+def meta_steps(config: JobConfig, train_size: int) -> int:
+    return config.mona.iterations
 
 
-def planned_steps(ctx: TrainContext) -> int:
-    return ctx.config.mona.iterations
+RECIPE = register(Recipe("mona", stages=(RecipeStage("meta", meta_train, meta_steps),), sections={"mona": MonaConfig}))

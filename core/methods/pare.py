@@ -10,20 +10,39 @@ output predicts the proxy's class. Details in `core.components.patch_replacement
 
 from __future__ import annotations
 
-from core.components.patch_replacement import LinearGate, attached, build_replacement_loss
-from core.training.context import TrainContext
-from core.training.refine import refine
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from core.methods import Recipe, register
+from core.sections import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.training.run import Run
 
 
-def run(ctx: TrainContext) -> None:
-    loss = build_replacement_loss(ctx, LinearGate)
-    cfg = ctx.config.pare
-    ctx.event(f"patch replacement: proxy {loss.bank.name} ({len(loss.bank)} samples, {loss.bank.num_classes} classes), "
-              f"k0={loss.k0} of {loss.num_tokens} tokens, w={loss.weight}, lambda={cfg.lambda_rule}, "
-              f"Gumbel top-k for {cfg.gumbel_epochs} epoch(s)", k0=loss.k0, weight=loss.weight)
-    with attached(ctx, loss.modules):
-        refine(ctx, loss)
+class PareConfig(Section):
+    """Patch replacement (PaRe, and stage 2 of contrastive_pare)."""
+
+    k0: int | None = Field(None, ge=0, le=4096, description="tokens replaced at epoch 0; None: half the tokens")
+    weight: float | None = Field(None, ge=0, le=100,
+                                 description="w on the mixed terms; None: reference 1.0 (2D cls), 0.1 (1D), 0.3 (dense)")
+    lambda_rule: Literal["k_over_k0", "k_over_n"] = Field("k_over_k0", description="paper k/k0; reference k/N")
+    gumbel_epochs: int = Field(1, ge=0, le=10_000, description="epochs of differentiable Gumbel top-k")
+    tau: float = Field(0.9, gt=0, le=100, description="Gumbel temperature")
 
 
-def planned_steps(ctx: TrainContext) -> int:
-    return 0
+def refine_with_gate(run: Run) -> None:
+    from core.components.patch_replacement import LinearGate
+    from core.training.replacement import build_replacement_loss, refine_with_replacement
+
+    loss = build_replacement_loss(run, LinearGate)
+    cfg, schedule = run.config.pare, loss.schedule
+    run.event(f"patch replacement: proxy {loss.bank.name} ({len(loss.bank)} samples, {loss.bank.num_classes} "
+              f"classes), k0={schedule.k0} of {schedule.num_tokens} tokens, w={schedule.weight}, "
+              f"lambda={cfg.lambda_rule}, Gumbel top-k for {cfg.gumbel_epochs} epoch(s)",
+              k0=schedule.k0, weight=schedule.weight)
+    refine_with_replacement(run, loss)
+
+
+RECIPE = register(Recipe("pare", refine=refine_with_gate, sections={"pare": PareConfig}))

@@ -1,1 +1,1 @@
-"""Training machinery shared by every recipe: context, optimizers, refine loop, evaluation, state."""
+"""Training machinery shared by every recipe: the run, random streams, optimizers, refine loop, evaluation, state."""

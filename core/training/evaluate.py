@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from core.data.prepare import Split
-from core.model import CrossModalModel
-from core.tasks import compute_metrics, decode
+from core.modeling.model import CrossModalModel
+from core.modeling.tasks import compute_metrics, decode
 from core.config import TaskType
 
 

@@ -2,98 +2,114 @@
 
 Reads top to bottom: batch, forward under autocast, scaled backward, clip, step, schedule, log,
 validate at epoch end, checkpoint. A recipe can swap the loss (patch replacement mixes tokens) and
-the stage name; everything else is shared.
+report at each epoch's start; everything else is shared.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from core.callbacks import Stage
-from core.model import apply_freeze
-from core.config import SELECTION_METRIC
-from core.tasks import task_loss
-from core.training.context import TrainContext
+from core.config import SELECTION_METRIC, TaskType
+from core.modeling.model import CrossModalModel, apply_freeze
+from core.modeling.tasks import task_loss
 from core.training.evaluate import evaluate_split
 from core.training.optim import build_optimizer, build_scheduler
+from core.training.run import Run
 
-LossFn = Callable[[TrainContext, torch.Tensor, torch.Tensor, int], torch.Tensor]
 LOG_EVERY = 10  # optimizer steps between train-loss points (each costs a device sync)
 
 
-def plain_loss(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-    norm = ctx.data.normalisation
-    return task_loss(ctx.spec.task, ctx.model(x), y, norm.y_mean, norm.y_std)
+class LossFn(Protocol):
+    def __call__(self, model: CrossModalModel, x: torch.Tensor, y: torch.Tensor, epoch: int,
+                 batch: int) -> torch.Tensor: ...
 
 
-def steps_per_epoch(ctx: TrainContext) -> int:
-    cfg = ctx.config.training
-    return math.ceil(math.ceil(len(ctx.data.train) / cfg.batch_size) / cfg.grad_accumulation)
+@dataclass(frozen=True)
+class TaskLoss:
+    """The task's own loss on the model's output (targets de-normalised where the task needs it)."""
+
+    task: TaskType
+    y_mean: float
+    y_std: float
+
+    def __call__(self, model: CrossModalModel, x: torch.Tensor, y: torch.Tensor, epoch: int,
+                 batch: int) -> torch.Tensor:
+        return task_loss(self.task, model(x), y, self.y_mean, self.y_std)
 
 
-def refine_total_steps(ctx: TrainContext) -> int:
-    total = ctx.config.training.epochs * steps_per_epoch(ctx)
-    max_steps = ctx.config.training.max_steps
-    return min(total, max_steps) if max_steps else total
+def plain_loss(run: Run) -> TaskLoss:
+    return TaskLoss(run.spec.task, run.data.normalisation.y_mean, run.data.normalisation.y_std)
 
 
-def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
-    """The batch order of an epoch depends only on (seed, epoch), so a resumed run replays it."""
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+def steps_per_epoch(train_size: int, batch_size: int, grad_accumulation: int) -> int:
+    return math.ceil(math.ceil(train_size / batch_size) / grad_accumulation)
 
 
-def validate(ctx: TrainContext, epoch: int) -> dict[str, float]:
+def refine_total_steps(run: Run) -> int:
+    cfg = run.config.training
+    total = cfg.epochs * steps_per_epoch(len(run.data.train), cfg.batch_size, cfg.grad_accumulation)
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def validate(run: Run, epoch: int) -> dict[str, float]:
     """Validation metrics; keeps a copy of the best weights for model selection (never the test split)."""
-    if ctx.data.validation is None:
+    if run.data.validation is None:
         return {}
-    norm, cfg = ctx.data.normalisation, ctx.config
-    metrics = evaluate_split(ctx.model, ctx.data.validation, ctx.spec.task, norm.y_mean, norm.y_std, ctx.device,
-                             cfg.training.batch_size, ctx.autocast())
+    norm, cfg = run.data.normalisation, run.config
+    metrics = evaluate_split(run.model, run.data.validation, run.spec.task, norm.y_mean, norm.y_std, run.device,
+                             cfg.training.batch_size, run.autocast())
     for key, value in metrics.items():
-        ctx.metric(key, value, "validation", epoch)
-    selected = metrics.get(cfg.evaluation.metric or SELECTION_METRIC[ctx.spec.task], float("nan"))
-    if selected == selected and selected < ctx.position.best_metric:
-        ctx.position.best_metric, ctx.position.best_epoch = selected, epoch
-        ctx.best_state = {k: v.detach().to("cpu", copy=True) for k, v in ctx.model.state_dict().items()}
+        run.metric(key, value, "validation", epoch)
+    selected = metrics.get(cfg.evaluation.metric or SELECTION_METRIC[run.spec.task], float("nan"))
+    if selected == selected and selected < run.position.best_metric:
+        run.position.best_metric, run.position.best_epoch = selected, epoch
+        run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     return metrics
 
 
-def _log_train(ctx: TrainContext, running: torch.Tensor, steps: int, scheduler: torch.optim.lr_scheduler.LRScheduler,
+def _log_train(run: Run, running: torch.Tensor, steps: int, scheduler: torch.optim.lr_scheduler.LRScheduler,
                epoch: int) -> tuple[torch.Tensor, int]:
     """Report the mean train loss over the last `steps` optimizer steps; returns reset accumulators."""
-    ctx.metric("loss", running.item() / steps, "train", epoch)
-    ctx.metric("lr", scheduler.get_last_lr()[0], "train", epoch)
+    run.metric("loss", running.item() / steps, "train", epoch)
+    run.metric("lr", scheduler.get_last_lr()[0], "train", epoch)
     return torch.zeros_like(running), 0
 
 
-def refine(ctx: TrainContext, loss_fn: LossFn = plain_loss, stage: Stage = "refine") -> None:
-    cfg = ctx.config.training
-    model, data, pos = ctx.model, ctx.data, ctx.position
-    apply_freeze(model, ctx.config.freeze)
-    total = refine_total_steps(ctx)
+def refine(run: Run, loss_fn: LossFn | None = None,
+           on_epoch_start: Callable[[Run, int], None] | None = None) -> None:
+    cfg = run.config.training
+    model, data, pos = run.model, run.data, run.position
+    loss_fn = loss_fn or plain_loss(run)
+    apply_freeze(model, run.config.freeze)
+    total = refine_total_steps(run)
     optimizer = build_optimizer(model.parameters(), cfg, cfg.lr)
     scheduler = build_scheduler(optimizer, cfg, total)
-    ctx.register_optimizer(f"{stage}_optimizer", optimizer)
-    ctx.register_optimizer(f"{stage}_scheduler", scheduler)
-    scaler = torch.amp.GradScaler(enabled=ctx.device.type == "cuda" and cfg.precision == "fp16")
-    ctx.enter_stage(stage, f"{stage}: {cfg.epochs} epochs, {total} optimizer steps, freeze={ctx.config.freeze}")
+    run.track_state("refine_optimizer", optimizer)
+    run.track_state("refine_scheduler", scheduler)
+    scaler = torch.amp.GradScaler(enabled=run.device.type == "cuda" and cfg.precision == "fp16")
+    run.enter_stage("refine", f"refine: {cfg.epochs} epochs, {total} optimizer steps, freeze={run.config.freeze}")
     stage_start = pos.step - scheduler.last_epoch  # global step at which this stage began
     batches = math.ceil(len(data.train) / cfg.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
-    running, since_log = torch.zeros((), device=ctx.device), 0
+    running, since_log = torch.zeros((), device=run.device), 0
     while pos.stage_epoch < cfg.epochs and pos.step - stage_start < total:
         epoch = pos.stage_epoch
-        order = epoch_order(cfg.seed, epoch, len(data.train))
+        order = run.epoch_order(epoch)
+        if on_epoch_start is not None and pos.batch == 0:
+            on_epoch_start(run, epoch)
         while pos.batch < batches and pos.step - stage_start < total:
-            index = order[pos.batch * cfg.batch_size:(pos.batch + 1) * cfg.batch_size]
-            x = data.train.x[index].to(ctx.device, non_blocking=True)
-            y = data.train.y[index].to(ctx.device, non_blocking=True)
-            with ctx.autocast():
-                loss = loss_fn(ctx, x, y, epoch) / cfg.grad_accumulation
+            batch = pos.batch
+            index = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            x = data.train.x[index].to(run.device, non_blocking=True)
+            y = data.train.y[index].to(run.device, non_blocking=True)
+            with run.autocast():
+                loss = loss_fn(model, x, y, epoch, batch) / cfg.grad_accumulation
             scaler.scale(loss).backward()
             running += loss.detach()
             pos.batch += 1
@@ -108,11 +124,11 @@ def refine(ctx: TrainContext, loss_fn: LossFn = plain_loss, stage: Stage = "refi
             scheduler.step()
             since_log += 1
             if since_log == LOG_EVERY:
-                running, since_log = _log_train(ctx, running, since_log, scheduler, epoch)
-            ctx.step_done()
+                running, since_log = _log_train(run, running, since_log, scheduler, epoch)
+            run.step_done()
         if since_log:
-            running, since_log = _log_train(ctx, running, since_log, scheduler, epoch)
-        pos.stage_epoch, pos.batch = epoch + 1, 0
-        metrics = validate(ctx, epoch)
-        if (epoch + 1) % ctx.config.checkpoint.every_epochs == 0:
-            ctx.save_checkpoint(metrics)
+            running, since_log = _log_train(run, running, since_log, scheduler, epoch)
+        run.finish_epoch()
+        metrics = validate(run, epoch)
+        if (epoch + 1) % run.config.checkpoint.every_epochs == 0:
+            run.save_checkpoint(metrics)

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 import core
-from core.callbacks import Callback, Event, Progress
+from core.callbacks import Callback, Event, Progress, StopRequest
 from core.config import JobConfig
-from core.runner import RunResult
+from core.result import RunResult
 
 
 def assert_same_weights(expected_dir: Path, actual_dir: Path) -> None:
@@ -34,8 +34,8 @@ class StepLog(Callback):
     def on_event(self, event: Event) -> None:
         self.events.append(event)
 
-    def should_stop(self) -> bool:
-        return self.stop_at is not None and bool(self.steps) and self.steps[-1] == self.stop_at
+    def stop_reason(self) -> StopRequest | None:
+        return "cancelled" if self.stop_at is not None and bool(self.steps) and self.steps[-1] == self.stop_at else None
 
 
 def assert_resumes_exactly(config: JobConfig, data: Path, out_dir: Path, stop_step: int,
@@ -47,12 +47,12 @@ def assert_resumes_exactly(config: JobConfig, data: Path, out_dir: Path, stop_st
     restored step `stop_step`, and step exactly from `stop_step + 1` to the uninterrupted run's end.
     """
     stopped = core.run(config, data, out_dir, callbacks=[StepLog(stop_at=stop_step)])
-    assert stopped.status == "stopped" and stopped.step == stop_step
+    assert stopped.reason == "cancelled" and stopped.step == stop_step
     torch.manual_seed(999)  # a resumed process starts with other RNG state; the checkpoint restores it
     log = StepLog()
     resumed = core.run(config, data, out_dir, resume_from=stopped.checkpoint_dir, callbacks=[log])
     assert [e.data["resumed_from_step"] for e in log.events if "resumed_from_step" in e.data] == [stop_step]
     assert log.steps == list(range(stop_step + 1, straight.step + 1))
-    assert resumed.status == "completed" and resumed.step == straight.step
+    assert resumed.reason == "completed" and resumed.step == straight.step
     assert_same_weights(straight.checkpoint_dir, resumed.checkpoint_dir)
     return resumed

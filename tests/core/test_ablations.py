@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import core
-from core.bodies import load_body
+from core.modeling.bodies import load_body
 from core.callbacks import Callback
 from core.config import BodyConfig, parse_config
-from core.methods import recipe_for
-from core.runner import build_context
+from core.methods import orca
+from core.runner import build_run
+from core.training.refine import refine
 
 ORCA = {"method": "orca", "body": {"name": "tiny-bert"},
         "alignment": {"objective": "mmd", "epochs": 1, "maxsamples": 16, "proxy": "digits", "proxy_samples": 100},
@@ -50,7 +51,7 @@ def test_zero_alignment_epochs_skip_alignment(classification_1d, tmp_path):
     recorder = Recorder()
     config = parse_config({**ORCA, "alignment": {**ORCA["alignment"], "epochs": 0}})
     result = core.run(config, classification_1d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     assert [e.data["stage_started"] for e in recorder.events if "stage_started" in e.data] == ["refine"]
     assert not [m for m in recorder.metrics if m.split == "align"]
     assert not [e for e in recorder.events if e.stage == "align"]
@@ -69,14 +70,13 @@ def test_freeze_keeps_frozen_parts_at_their_refine_start(classification_1d, tmp_
     """Frozen parts leave refine as they entered it (pretrained body; aligned or initial embedder)."""
     base = ORCA if method == "orca" else FINETUNE
     config = parse_config({**base, "freeze": freeze})
-    ctx = build_context(config, classification_1d, tmp_path / "run", None, [])
-    initial = _parts(ctx.model.state_dict())
-    recipe = recipe_for(method)
+    run = build_run(config, classification_1d, tmp_path / "run", None, [])
+    initial = _parts(run.model.state_dict())
     if method == "orca":
-        recipe.align(ctx)
-    at_refine = _parts(ctx.model.state_dict())
-    recipe.refine(ctx)
-    final = _parts(ctx.model.state_dict())
+        orca.align(run)
+    at_refine = _parts(run.model.state_dict())
+    refine(run)
+    final = _parts(run.model.state_dict())
     for part in ("embedder", "body", "head"):
         if part in moves:
             assert _changed(at_refine[part], final[part]), f"{part} should train with freeze={freeze}"
@@ -130,7 +130,7 @@ def test_orca_runs_with_another_proxy(classification_1d, tmp_path, proxy):
     recorder = Recorder()
     config = parse_config({**ORCA, "alignment": {**ORCA["alignment"], "proxy": name, "proxy_samples": 60}})
     result = core.run(config, classification_1d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     started = [e.message for e in recorder.events if e.data.get("stage_started") == "align"]
     assert len(started) == 1 and f"proxy {name} " in started[0]
     assert [m for m in recorder.metrics if m.split == "align"] and np.isfinite(result.summary["test"]["error"])

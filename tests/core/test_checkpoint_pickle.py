@@ -15,8 +15,8 @@ from core.checkpoint import WEIGHTS, build_manifest, save_model
 from core.config import parse_config
 from core.data.prepare import Normalisation
 from core.errors import CheckpointError
-from core.model import ModelSpec, build_model
-from core.tasks import TaskType
+from core.modeling.model import ModelSpec, build_model
+from core.modeling.tasks import TaskType
 
 
 class _Payload:

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 import core
 from core.callbacks import Callback
 from core.components.contrastive import contrastive_loss, label_correlation, noise_views, pair_weights
-from core.components.patch_replacement import AttentionScorer, build_replacement_loss
+from core.components.patch_replacement import AttentionScorer
 from core.config import parse_config
-from core.runner import build_context
+from core.runner import build_run
+from core.training.replacement import build_replacement_loss
 from tests.core.helpers import assert_resumes_exactly
 
 BASE = {"method": "contrastive_pare", "body": {"name": "tiny-bert"}, "embedder": {"target_seq_len": 16},
@@ -95,11 +96,11 @@ def test_loss_falls_on_a_separable_toy_set():
 
 
 def test_freeze_embedder_stops_its_gradients(classification_1d, tmp_path):
-    ctx = build_context(config(contrastive={"freeze_embedder": True}), classification_1d, tmp_path, None, [])
-    loss_fn = build_replacement_loss(ctx, AttentionScorer, detach_embedder=True)
-    loss_fn(ctx, ctx.data.train.x[:8], ctx.data.train.y[:8], 0).backward()
-    assert all(p.grad is None for p in ctx.model.embedder.parameters())
-    assert ctx.model.head.linear.weight.grad is not None
+    run = build_run(config(contrastive={"freeze_embedder": True}), classification_1d, tmp_path, None, [])
+    loss_fn = build_replacement_loss(run, AttentionScorer, detach_embedder=True)
+    loss_fn(run.model, run.data.train.x[:8], run.data.train.y[:8], 0, 0).backward()
+    assert all(p.grad is None for p in run.model.embedder.parameters())
+    assert run.model.head.linear.weight.grad is not None
     assert loss_fn.modules.scorer.query.weight.grad.abs().sum() > 0  # attention scorer learns (Gumbel phase)
 
 
@@ -112,7 +113,7 @@ def _assert_predicts(result, data_path):
 def test_contrastive_pare_end_to_end_1d(classification_1d, tmp_path):
     recorder = Recorder()
     result = core.run(config(), classification_1d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     stage_one = [p for p in recorder.metrics if p.key == "contrastive_loss"]
     assert len(stage_one) == 1 and stage_one[0].split == "contrastive" and np.isfinite(stage_one[0].value)
     assert [p.value for p in recorder.metrics if p.key == "pare_k"] == [8, 4]
@@ -122,7 +123,7 @@ def test_contrastive_pare_end_to_end_1d(classification_1d, tmp_path):
 def test_contrastive_pare_end_to_end_2d_dense(dense_2d, tmp_path):
     recorder = Recorder()
     result = core.run(config(contrastive={"freeze_embedder": True}), dense_2d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     assert any(p.key == "contrastive_loss" and p.value > 0 for p in recorder.metrics)  # k-means labels
     _assert_predicts(result, dense_2d)
 

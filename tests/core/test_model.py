@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from core.config import TaskType, parse_config
-from core.embedders import patch_size_2d, patch_stride_1d
-from core.model import ModelSpec, apply_freeze, build_model
+from core.modeling.embedders import patch_size_2d, patch_stride_1d
+from core.modeling.model import ModelSpec, apply_freeze, build_model
 
 
 @pytest.mark.parametrize("length,target,positions,expected", [

@@ -13,9 +13,9 @@ import core
 from core.callbacks import Callback
 from core.components.meta import (_SourceEncoder, alignment_uniformity, meta_gradient, sample_source_batch,
                                   source_batch, split_parameters)
-from core.components.source_tokens import load_source_tokens
+from core.proxies.bank import load_source_tokens
 from core.config import TaskType, parse_config
-from core.model import ModelSpec, build_model
+from core.modeling.model import ModelSpec, build_model
 from tests.core.helpers import assert_resumes_exactly
 
 MONA_1D = {"method": "mona", "body": {"name": "tiny-bert"},
@@ -173,7 +173,7 @@ def test_mona_1d_classification_end_to_end(classification_1d, tmp_path):
     recorder = Recorder()
     config = parse_config(MONA_1D)
     result = core.run(config, classification_1d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     assert [e.data["stage_started"] for e in recorder.events if "stage_started" in e.data] == ["meta", "refine"]
     for key in ("mona_inner_loss", "mona_outer_loss"):
         points = [m for m in recorder.metrics if m.key == key]
@@ -215,7 +215,7 @@ def test_mona_on_a_vision_body(tmp_path):
                            "training": {"epochs": 1, "batch_size": 8}})
     recorder = Recorder()
     result = core.run(config, tmp_path / "img.npz", tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     assert all(np.isfinite(m.value) for m in recorder.metrics if m.split == "meta")
     assert core.load_checkpoint(result.checkpoint_dir).predict(x[32:]).shape == (8,)
 

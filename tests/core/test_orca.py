@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import core
 from core.callbacks import Callback
 from core.config import TaskType, parse_config
-from core.model import ModelSpec, build_model
+from core.modeling.model import ModelSpec, build_model
 
 
 class Recorder(Callback):
@@ -30,8 +30,8 @@ class Recorder(Callback):
     def on_progress(self, progress):
         self.progress.append(progress)
 
-    def should_stop(self):
-        return self.stop_after is not None and len(self.progress) >= self.stop_after
+    def stop_reason(self):
+        return "shutdown" if self.stop_after is not None and len(self.progress) >= self.stop_after else None
 
 
 ORCA_1D = {"method": "orca", "body": {"name": "tiny-bert"},
@@ -42,7 +42,7 @@ ORCA_1D = {"method": "orca", "body": {"name": "tiny-bert"},
 def test_orca_1d_classification_end_to_end(classification_1d, tmp_path):
     recorder = Recorder()
     result = core.run(parse_config(ORCA_1D), classification_1d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     stages = [e.data.get("stage_started") for e in recorder.events if e.data.get("stage_started")]
     assert stages == ["align", "refine"]
     align_points = [m for m in recorder.metrics if m.split == "align"]
@@ -66,7 +66,7 @@ def test_alignment_moves_only_the_embedder(classification_1d, tmp_path):
     fresh_state = fresh.state_dict()
     changed = {k for k in first if not np.allclose(first[k].numpy(), fresh_state[k].numpy())}
     assert changed and all(k.startswith("embedder.") for k in changed), changed
-    assert result.status == "completed"
+    assert result.reason == "completed"
 
 
 def test_orca_2d_dense_end_to_end(dense_2d, tmp_path):
@@ -90,14 +90,14 @@ def test_orca_on_swin_body(tmp_path):
                            "alignment": {"objective": "mmd", "epochs": 1, "maxsamples": 8, "proxy": "digits"},
                            "training": {"epochs": 1, "batch_size": 8}})
     result = core.run(config, tmp_path / "img.npz", tmp_path / "run")
-    assert result.status == "completed"
+    assert result.reason == "completed"
     assert core.load_checkpoint(result.checkpoint_dir).predict(x[32:]).shape == (8,)
 
 
 def test_stop_request_checkpoints_and_returns(classification_1d, tmp_path):
     recorder = Recorder(stop_after=3)
     result = core.run(parse_config(ORCA_1D), classification_1d, tmp_path / "run", callbacks=[recorder])
-    assert result.status == "stopped" and result.step == 3
+    assert result.reason == "shutdown" and result.step == 3
     assert recorder.checkpoints and recorder.checkpoints[-1].path == result.checkpoint_dir
     assert (result.checkpoint_dir / "trainer_state.safetensors").exists()
 

@@ -9,14 +9,14 @@ import core
 from core.callbacks import Callback
 from core.components.patch_replacement import (
     LinearGate,
-    build_replacement_loss,
     mix_lambda,
     replace_tokens,
     replaced_count,
 )
 from core.config import parse_config
-from core.runner import build_context
+from core.runner import build_run
 from core.training.refine import plain_loss
+from core.training.replacement import build_replacement_loss
 from tests.core.helpers import assert_resumes_exactly
 
 BASE = {"method": "pare", "body": {"name": "tiny-bert"}, "embedder": {"target_seq_len": 16},
@@ -91,29 +91,29 @@ def test_gumbel_selection_keeps_exact_token_values():
 @pytest.fixture
 def pare_context(classification_1d, tmp_path):
     def build(**sections):
-        ctx = build_context(config(**sections), classification_1d, tmp_path / "out", None, [])
-        return ctx, build_replacement_loss(ctx, LinearGate)
+        run = build_run(config(**sections), classification_1d, tmp_path / "out", None, [])
+        return run, build_replacement_loss(run, LinearGate)
     return build
 
 
 def test_mixed_terms_vanish_at_k_zero(pare_context):
-    ctx, loss_fn = pare_context(pare={"k0": 1}, training={"epochs": 2})  # k = 1 at epoch 0, int(0.5) = 0 at 1
-    x, y = ctx.data.train.x[:8], ctx.data.train.y[:8]
-    assert loss_fn.schedule(1, 2) == (0, 0.0)
-    ctx.model.eval()  # no dropout, so both losses see the same forward pass
-    torch.testing.assert_close(loss_fn(ctx, x, y, 1), plain_loss(ctx, x, y, 1), rtol=0, atol=0)
-    assert not torch.equal(loss_fn(ctx, x, y, 0), plain_loss(ctx, x, y, 0))
+    run, loss_fn = pare_context(pare={"k0": 1}, training={"epochs": 2})  # k = 1 at epoch 0, int(0.5) = 0 at 1
+    x, y, model, task_loss = run.data.train.x[:8], run.data.train.y[:8], run.model, plain_loss(run)
+    assert loss_fn.schedule.at(1) == (0, 0.0)
+    model.eval()  # no dropout, so both losses see the same forward pass
+    torch.testing.assert_close(loss_fn(model, x, y, 1, 0), task_loss(model, x, y, 1, 0), rtol=0, atol=0)
+    assert not torch.equal(loss_fn(model, x, y, 0, 0), task_loss(model, x, y, 0, 0))
 
 
 def test_gate_gets_gradients_in_gumbel_phase_only(pare_context):
-    ctx, loss_fn = pare_context(pare={"gumbel_epochs": 1})
-    x, y = ctx.data.train.x[:8], ctx.data.train.y[:8]
+    run, loss_fn = pare_context(pare={"gumbel_epochs": 1})
+    x, y = run.data.train.x[:8], run.data.train.y[:8]
     gate = loss_fn.modules.scorer.linear
-    loss_fn(ctx, x, y, 0).backward()
+    loss_fn(run.model, x, y, 0, 0).backward()
     assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
     assert loss_fn.modules.source_head.weight.grad.abs().sum() > 0
     gate.zero_grad(set_to_none=True)
-    loss_fn(ctx, x, y, 1).backward()
+    loss_fn(run.model, x, y, 1, 0).backward()
     assert gate.weight.grad is None or gate.weight.grad.abs().sum() == 0
 
 
@@ -130,7 +130,7 @@ def test_pare_end_to_end_1d_text_proxy(classification_1d, tmp_path):
     recorder = Recorder()
     result = core.run(config(alignment={"proxy": "wordnet", "proxy_samples": 100}), classification_1d,
                       tmp_path / "run", callbacks=[recorder])
-    assert result.status == "completed"
+    assert result.reason == "completed"
     ks = [(p.epoch, p.value) for p in recorder.metrics if p.key == "pare_k"]
     lambdas = [p.value for p in recorder.metrics if p.key == "pare_lambda"]
     assert ks == [(0, 8), (1, 5), (2, 2)]  # k0 = 16 tokens // 2
@@ -141,7 +141,7 @@ def test_pare_end_to_end_1d_text_proxy(classification_1d, tmp_path):
 
 def test_pare_end_to_end_2d_dense(dense_2d, tmp_path):
     result = core.run(config(training={"epochs": 2}), dense_2d, tmp_path / "run")
-    assert result.status == "completed" and np.isfinite(result.summary["test"]["relative_l2"])
+    assert result.reason == "completed" and np.isfinite(result.summary["test"]["relative_l2"])
     _assert_predicts(result, dense_2d)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.data import proxy_sources as ps
+from core.proxies import sources as ps
 from core.errors import DatasetError
 from tests.services import unavailable
 

@@ -17,5 +17,5 @@ def test_orca_minilm_on_dna(tmp_path):
                                          "proxy": "wordnet", "proxy_samples": 500},
                            "training": {"epochs": 1, "max_steps": 4, "batch_size": 16, "lr": 1e-4}})
     result = core.run(config, data, tmp_path / "run")
-    assert result.status == "completed" and result.step == 6
+    assert result.reason == "completed" and result.step == 6
     assert 0 <= result.summary["test"]["error"] <= 1

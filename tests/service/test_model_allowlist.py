@@ -84,7 +84,7 @@ def test_no_roots_and_no_hub_names_leave_only_the_aliases(roots: dict[str, Path]
 
 
 def test_the_aliases_are_the_bodies_core_builds_in() -> None:
-    from core.bodies import TINY_CONFIGS
+    from core.modeling.bodies import TINY_CONFIGS
 
     assert set(BODY_ALIASES) == {"minilm-l6", *TINY_CONFIGS}
 

@@ -16,6 +16,7 @@ import pytest
 
 from core.callbacks import Callback, CallbackList, CheckpointSaved, Event, MetricPoint, Progress
 from core.errors import DatasetError
+from core.result import RunResult
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import Job, utcnow
@@ -28,26 +29,19 @@ from worker.lifecycle import execute_job
 
 
 # A stand-in for core.run that follows its contract (events, metrics, progress, checkpoints,
-# should_stop, resume_from), fast and torch-free, for tests that are about the worker.
-@dataclass(frozen=True)
-class FakeResult:
-    status: str
-    summary: dict[str, Any]
-    checkpoint_dir: Path
-    step: int
-
-
+# stop_reason, resume_from, a RunResult with its reason), fast and torch-free, for tests that are
+# about the worker.
 @dataclass
 class FakeRunner:
     steps: int = 6
     checkpoint_every: int = 2
     step_seconds: float = 0.0
-    fail_with: BaseException | None = None
+    fail_with: Exception | None = None
     on_step: Callable[[int], None] | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, config: Any, train_path: Path, out_dir: Path, *, validation_path: Path | None = None,
-                 callbacks: Sequence[Callback] = (), resume_from: Path | None = None) -> FakeResult:
+                 callbacks: Sequence[Callback] = (), resume_from: Path | None = None) -> RunResult:
         cb = CallbackList(list(callbacks))
         out_dir.mkdir(parents=True, exist_ok=True)
         start = json.loads((resume_from / "state.json").read_text())["step"] if resume_from else 0
@@ -55,7 +49,7 @@ class FakeRunner:
                            "resume_step": start if resume_from else None, "method": config.method})
         cb.on_event(Event("setup", f"fake run from step {start}", data={"path": train_path}))
         if self.fail_with is not None:
-            raise self.fail_with
+            return RunResult("failed", error=self.fail_with)
         for step in range(start + 1, self.steps + 1):
             time.sleep(self.step_seconds)
             if self.on_step is not None:
@@ -65,15 +59,16 @@ class FakeRunner:
             if step % self.checkpoint_every == 0:
                 cb.on_checkpoint(CheckpointSaved(self._save(out_dir / f"step-{step}", step), step, 0, "refine",
                                                  {"loss": 1.0 / step}))
-            if cb.should_stop():
+            reason = cb.stop_reason()
+            if reason is not None:
                 path = self._save(out_dir / "stopped", step)
                 cb.on_checkpoint(CheckpointSaved(path, step, 0, "refine", {}))
-                return FakeResult("stopped", {}, path, step)
+                return RunResult(reason, step, path)
         final = self._save(out_dir / "checkpoint", self.steps)
         summary = {"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.75}}
         cb.on_metric(MetricPoint("accuracy", 0.75, self.steps, "final_test"))
         cb.on_checkpoint(CheckpointSaved(final, self.steps, 0, "evaluate", summary["test"], final=True))
-        return FakeResult("completed", summary, final, self.steps)
+        return RunResult("completed", self.steps, final, summary)
 
     @staticmethod
     def _save(directory: Path, step: int) -> Path:

@@ -1,7 +1,8 @@
-"""What every recipe shares while it runs: model, data, device, reporting, progress and checkpoints.
+"""The run: what every recipe shares while it trains, and the one owner of where training stands.
 
-Recipes (core/methods/*) own their stages and loops; this module owns the bookkeeping so that each
-recipe stays a readable top-to-bottom loop.
+It holds model, data and device, and owns the position, every random stream (through
+`core.training.streams`), checkpoints and resume, progress with its ETA, and stopping. Recipes
+(core/methods/*) own their stages and loops and walk them through it; components never see it.
 """
 
 from __future__ import annotations
@@ -10,44 +11,53 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file
 
-from core.bodies import Body
-from core.callbacks import CallbackList, CheckpointSaved, Event, Level, MetricPoint, Progress, Stage
+from core.callbacks import CallbackList, CheckpointSaved, Event, Level, MetricPoint, Progress, Stage, StopRequest
 from core.checkpoint import build_manifest, save_model
 from core.config import JobConfig
 from core.data.prepare import PreparedData
-from core.model import CrossModalModel, ModelSpec
+from core.modeling.bodies import Body
+from core.modeling.model import CrossModalModel, ModelSpec
+from core.training import streams
 from core.training.state import load_state, save_state
 
 TRAINER_STATE = "trainer_state"
 
 
+class Stateful(Protocol):
+    """What `Run.track_state` keeps: optimizers, schedulers, modules, the OTDD warm-start cache."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
 @dataclass
 class Position:
-    """Where training stands; enough, with weights and optimizer state, to resume exactly."""
+    """Where training stands; enough, with weights and tracked state, to resume exactly."""
 
     stage: Stage = "setup"
-    stage_epoch: int = 0  # epochs finished in the current stage
-    batch: int = 0  # batches consumed in the current epoch (refine)
+    stage_epoch: int = 0  # epochs (or one-step iterations) finished in the current stage
+    batch: int = 0  # batches consumed in the current epoch
     step: int = 0  # optimizer steps over the whole run (progress, metrics)
     best_metric: float = float("inf")
     best_epoch: int = -1
 
 
 class StopRequested(Exception):
-    """Raised by `ctx.step_done()` after a stop request was checkpointed; the runner catches it."""
+    """Raised by `Run.step_done()` once a stop request is checkpointed; `core.run` returns its reason."""
 
-    def __init__(self, checkpoint: Path) -> None:
-        super().__init__(f"stopped; checkpoint at {checkpoint}")
-        self.checkpoint = checkpoint
+    def __init__(self, reason: StopRequest, checkpoint: Path) -> None:
+        super().__init__(f"{reason}; checkpoint at {checkpoint}")
+        self.reason, self.checkpoint = reason, checkpoint
 
 
 @dataclass
-class TrainContext:
+class Run:
     config: JobConfig
     data: PreparedData
     spec: ModelSpec
@@ -57,12 +67,12 @@ class TrainContext:
     out_dir: Path
     callbacks: CallbackList
     total_steps: int
+    final_stage_from: int = 0  # the step the last stage (refine) starts after
     position: Position = field(default_factory=Position)
-    optimizers: dict[str, Any] = field(default_factory=dict)  # name -> optimizer / scheduler
     best_state: dict[str, torch.Tensor] | None = None
-    pending_optimizer_states: dict[str, Any] = field(default_factory=dict)  # loaded, not yet applied
+    tracked: dict[str, Stateful] = field(default_factory=dict)
+    pending_states: dict[str, Any] = field(default_factory=dict)  # restored, not yet claimed by track_state
     pending_rng: dict[str, Any] | None = None  # restored just before the resumed loop continues
-    final_stage_from: int = 0  # the step the last stage (refine) starts after; set by the runner
     stage_clock: tuple[float, int] | None = None  # (time, step) when the current stage began stepping
 
     # ---- reporting -------------------------------------------------------------------------
@@ -72,6 +82,14 @@ class TrainContext:
     def metric(self, key: str, value: float, split: str, epoch: int | None = None) -> None:
         self.callbacks.on_metric(MetricPoint(key=key, value=float(value), step=self.position.step,
                                              split=split, epoch=epoch))
+
+    # ---- stages and position ---------------------------------------------------------------
+    def has_finished(self, stage: Stage, order: tuple[Stage, ...]) -> bool:
+        """Whether a resumed run is already past `stage` of the stages `order` (refine comes after all)."""
+        at = self.position.stage
+        if at == "setup":
+            return False
+        return at not in order or order.index(at) > order.index(stage)
 
     def enter_stage(self, stage: Stage, message: str) -> None:
         """Start (or, when resuming, re-enter) a stage; call right before the stage's loop."""
@@ -85,6 +103,22 @@ class TrainContext:
         self.event(message, stage_started=stage)
         self.stage_clock = (time.monotonic(), self.position.step)
 
+    def finish_epoch(self) -> int:
+        """Mark the current epoch (or iteration) of the stage done; returns the one that finished."""
+        finished = self.position.stage_epoch
+        self.position.stage_epoch, self.position.batch = finished + 1, 0
+        return finished
+
+    # ---- random streams --------------------------------------------------------------------
+    def epoch_generator(self, epoch: int, offset: int = 0) -> torch.Generator:
+        return streams.epoch_generator(self.config.training.seed, epoch, offset)
+
+    def batch_generator(self, epoch: int, batch: int) -> torch.Generator:
+        return streams.batch_generator(self.config.training.seed, epoch, batch)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        return streams.epoch_order(self.config.training.seed, epoch, len(self.data.train))
+
     # ---- stepping --------------------------------------------------------------------------
     def step_done(self) -> None:
         """Call after each optimizer step: progress, and a checkpoint + stop when one was requested."""
@@ -93,8 +127,9 @@ class TrainContext:
         every = self.config.checkpoint.every_steps
         if every and self.position.step % every == 0:
             self.save_checkpoint()
-        if self.callbacks.should_stop():
-            raise StopRequested(self.save_checkpoint())
+        reason = self.callbacks.stop_reason()
+        if reason is not None:
+            raise StopRequested(reason, self.save_checkpoint())
 
     def eta(self) -> float | None:
         """Seconds left at the current stage's own rate. None until a step of this stage has been timed
@@ -124,7 +159,7 @@ class TrainContext:
         directory = self.out_dir / "checkpoints" / f"step-{pos.step:07d}-{pos.stage}-{pos.stage_epoch}-{pos.batch}"
         save_model(directory, self.model, self.manifest(step=pos.step, stage=pos.stage))
         state = {"position": vars(pos).copy(), "rng": torch.get_rng_state(),
-                 "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()}}
+                 "optimizers": {name: tracked.state_dict() for name, tracked in self.tracked.items()}}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         save_state(directory, TRAINER_STATE, state)
@@ -143,18 +178,18 @@ class TrainContext:
             shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, directory: Path) -> None:
-        """Load weights, position and RNG; optimizer states are applied when the recipe builds them."""
+        """Load weights, position and RNG; tracked states are applied when the recipe tracks them."""
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
         state = load_state(directory, TRAINER_STATE)
         self.position = Position(**state["position"])
         self.stage_clock = None  # the recipe's enter_stage restarts it
         self.pending_rng = {k: state[k] for k in ("rng", "cuda_rng") if k in state}
-        self.pending_optimizer_states = state["optimizers"]
+        self.pending_states = state["optimizers"]
         best = directory / "best" / "model.safetensors"
         self.best_state = load_file(str(best)) if best.exists() else None
 
-    def register_optimizer(self, name: str, optimizer: Any) -> None:
-        """Track an optimizer or scheduler for checkpoints; restores its state when resuming."""
-        if name in self.pending_optimizer_states:
-            optimizer.load_state_dict(self.pending_optimizer_states.pop(name))
-        self.optimizers[name] = optimizer
+    def track_state(self, name: str, stateful: Stateful) -> None:
+        """Save `stateful`'s state in every checkpoint under `name`; when resuming, restore it now."""
+        if name in self.pending_states:
+            stateful.load_state_dict(self.pending_states.pop(name))
+        self.tracked[name] = stateful

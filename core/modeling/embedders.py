@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.bodies import Body
+from core.modeling.bodies import Body
 from core.errors import ConfigError
 
 

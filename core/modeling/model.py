@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.bodies import Body, load_body
+from core.modeling.bodies import Body, load_body
 from core.config import JobConfig, TaskType
-from core.embedders import Embedder1D, Embedder2DText, build_embedder
-from core.heads import build_head
+from core.modeling.embedders import Embedder1D, Embedder2DText, build_embedder
+from core.modeling.heads import build_head
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,13 @@ class CrossModalModel(nn.Module):
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
         return self.embedder(x)
 
+    def encode(self, tokens: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
+        """The body's hidden states for already-embedded tokens (patch replacement mixes tokens before this)."""
+        return self._body.encode(tokens, grid)
+
     def forward_tokens(self, tokens: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
-        """Body + head on already-embedded tokens (patch replacement mixes tokens before this)."""
-        return self.head(self._body.encode(tokens, grid), grid)
+        """Body + head on already-embedded tokens."""
+        return self.head(self.encode(tokens, grid), grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens, grid = self.embedder(x)
