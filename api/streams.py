@@ -1,16 +1,19 @@
 """Server-sent event streams that follow a job's events or metric points while they are written.
 
-The database is the only channel from worker to API, so a stream polls it: a short read on the
-thread pool (never on the event loop, and no connection held between reads) of the rows after its
-cursor, in batches, then a pause. Each SSE `id` is the row id, so a client that reconnects with
-`Last-Event-ID` (browsers do it on their own) gets exactly the rows it missed. Once the job has
+A stream reads the rows after its cursor in batches: a short read on the thread pool (never on the
+event loop, and no connection held between reads). It reads again when there may be more: on
+PostgreSQL when this process's listener (api.live) hears its job notified — a quiet stream costs
+the database nothing, however many are open — and otherwise (SQLite, or while the listener is not
+listening) every `stream_poll_seconds`. Each SSE `id` is the row id, so a client that reconnects
+with `Last-Event-ID` (browsers do it on their own) gets exactly the rows it missed. Once the job has
 ended and every row is out, an `end` event carries the job object and the stream closes; a
 browser's EventSource must close itself on `end`, or it reconnects and gets `end` again.
 
-Every `stream_key_check_seconds` a poll also re-reads the stream's API key: once it is revoked an
-`error` event (the API's error shape, `invalid_api_key`) ends the stream, as a plain request with
-that key gets a 401. Each open stream holds one of its key's slots (api.slots) until it ends,
-however it ends: a stream is one request for the rate limit, so one key could open hundreds.
+A stream re-reads its API key when the listener hears it revoked (or reconnects), and when polling
+every `stream_key_check_seconds`: once it is revoked an `error` event (the API's error shape,
+`invalid_api_key`) ends the stream, as a plain request with that key gets a 401. Each open stream
+holds one of its key's slots (api.slots) until it ends, however it ends: a stream is one request
+for the rate limit, so one key could open hundreds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
+from api.live import Listener
 from api.observability import OPEN_STREAMS
 from api.schemas.common import ErrorBody, ErrorDetail
 from api.schemas.jobs import JobObject
@@ -96,13 +100,15 @@ def _read(session: Session, reader: Reader, after: int | None) -> _Poll:
     return _Poll([reader.feed.render(row) for row in page.items], page.has_more, ended)
 
 
-async def follow(reader: Reader, after: int | None, settings: Settings) -> AsyncIterator[ServerSentEvent]:
+async def follow(reader: Reader, after: int | None, settings: Settings,
+                 listener: Listener) -> AsyncIterator[ServerSentEvent]:
     """The job's rows after `after` as SSE events, then `end` once the job has ended, or `error`
     once the stream's key is revoked."""
-    with OPEN_STREAMS.track_inprogress():
+    with OPEN_STREAMS.track_inprogress(), listener.subscribed(reader.job_id, keys.hash_key(reader.api_key)) as waiter:
         key_checked = anyio.current_time()  # the request's own authentication was the first check
         while True:
-            check_key = anyio.current_time() - key_checked >= settings.stream_key_check_seconds
+            check_key = waiter.take_key_check() or (
+                not listener.listening and anyio.current_time() - key_checked >= settings.stream_key_check_seconds)
             if check_key:
                 key_checked = anyio.current_time()
             poll = await run_in_threadpool(_poll, reader, after, check_key)
@@ -119,7 +125,8 @@ async def follow(reader: Reader, after: int | None, settings: Settings) -> Async
             if poll.ended is not None:
                 yield ServerSentEvent(data=poll.ended.model_dump_json(), event="end")
                 return
-            await anyio.sleep(settings.stream_poll_seconds)
+            # Listening, the next notification (or the listener going away) wakes the stream.
+            await waiter.wait(None if listener.listening else settings.stream_poll_seconds)
 
 
 class _SlotHoldingResponse(EventSourceResponse):
@@ -137,7 +144,9 @@ class _SlotHoldingResponse(EventSourceResponse):
             self._slot.release()
 
 
-def event_stream(reader: Reader, after: int | None, settings: Settings, slot: Slot) -> EventSourceResponse:
+def event_stream(reader: Reader, after: int | None, settings: Settings, slot: Slot,
+                 listener: Listener) -> EventSourceResponse:
     """The response for one stream, holding `slot` while it lasts: SSE comments keep a quiet
-    connection open through proxies; a client that goes away cancels the polling."""
-    return _SlotHoldingResponse(follow(reader, after, settings), slot, ping=settings.stream_keepalive_seconds)
+    connection open through proxies; a client that goes away cancels the waiting."""
+    return _SlotHoldingResponse(follow(reader, after, settings, listener), slot,
+                                ping=settings.stream_keepalive_seconds)

@@ -165,7 +165,8 @@ def _stream(request: Request, session: Session, owner: Owner, credentials: HTTPA
     assert credentials is not None  # current_owner refused the request otherwise
     slot = request.app.state.stream_slots.acquire(keys.hash_key(credentials.credentials),
                                                   settings.max_streams_per_key, settings.max_streams)
-    return event_stream(Reader(owner_id, credentials.credentials, job_id, feed), after, settings, slot)
+    return event_stream(Reader(owner_id, credentials.credentials, job_id, feed), after, settings, slot,
+                        request.app.state.stream_listener)
 
 
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)

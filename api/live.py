@@ -1,0 +1,146 @@
+"""One LISTEN connection per API process that wakes its SSE streams when their job's rows change.
+
+On PostgreSQL, triggers (migration 0005) NOTIFY `store.live.JOBS_CHANNEL` with a job's id when one
+of its events or metric points is inserted, its status changes or it is deleted, and
+`KEYS_CHANNEL` with a key's hash when the key is revoked or deleted. The listener wakes the
+streams of that job (or key), and only they read: the database's work follows the rows written,
+not the number of open streams. A quiet stream costs nothing.
+
+A notification sent while the connection is down is lost, so every (re)connection wakes every
+stream (each re-reads once and re-checks its key), and while the listener is not listening
+(SQLite, start-up, a lost connection waiting out its backoff) streams poll every
+`stream_poll_seconds`, as they always did. The connection is checked with `SELECT 1` every
+`CHECK_S`, so a silently dead one is noticed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+
+import psycopg
+
+from store.live import JOBS_CHANNEL, KEYS_CHANNEL, notify_conninfo
+
+log = logging.getLogger("xmodal.api.live")
+
+CHECK_S = 10.0
+"""How often a quiet listener checks its connection (one query per API process, not per stream)."""
+CONNECT_TIMEOUT_S = 10
+BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
+"""Waits between reconnection attempts: doubling from the first to the second."""
+
+
+class Waiter:
+    """One stream's place at the listener: `wait` returns once its job (or its key) was notified."""
+
+    def __init__(self, job_id: str, key_hash: str) -> None:
+        self.job_id, self.key_hash = job_id, key_hash
+        self.check_key = False  # set when the key may have been revoked: the stream re-checks it
+        self._woken = asyncio.Event()
+
+    def wake(self, check_key: bool = False) -> None:
+        self.check_key = self.check_key or check_key
+        self._woken.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until woken, or `timeout` seconds (None: no limit). A wake that came while the stream was
+        reading is kept, so this returns at once and the stream reads again: nothing is missed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), timeout)
+        self._woken.clear()
+
+    def take_key_check(self) -> bool:
+        check, self.check_key = self.check_key, False
+        return check
+
+
+class Listener:
+    """This process's listener; `listening` says whether streams may wait for it instead of polling."""
+
+    def __init__(self) -> None:
+        self._by_job: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._by_key: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self.listening = False
+
+    def start(self, database_url: str) -> None:
+        """Listen in the background on the database's channels; on SQLite there is nothing to
+        listen to, and streams poll."""
+        conninfo = notify_conninfo(database_url)
+        if conninfo is not None and self._task is None:
+            self._task = asyncio.create_task(self._run(conninfo), name="xmodal-stream-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.listening = False
+
+    @contextlib.contextmanager
+    def subscribed(self, job_id: str, key_hash: str) -> Iterator[Waiter]:
+        """A waiter for one stream, woken by its job's and its key's notifications while it lasts."""
+        waiter = Waiter(job_id, key_hash)
+        self._by_job[job_id].add(waiter)
+        self._by_key[key_hash].add(waiter)
+        try:
+            yield waiter
+        finally:
+            _discard(self._by_job, job_id, waiter)
+            _discard(self._by_key, key_hash, waiter)
+
+    async def _run(self, conninfo: str) -> None:
+        backoff = BACKOFF_S
+        while True:
+            try:
+                await self._listen(conninfo)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("stream listener: no database connection (%s); SSE streams poll until it is "
+                            "back, retrying in %.1f s", exc, backoff)
+            except Exception:  # a bug here must not end live updates for good: say so, and go on
+                log.exception("stream listener failed; SSE streams poll until it is back")
+            if self.listening:  # it had worked: streams switch to polling, and the retry comes soon
+                self.listening = False
+                self._wake_all()
+                backoff = BACKOFF_S
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _listen(self, conninfo: str) -> None:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True,
+                                                         connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            for channel in (JOBS_CHANNEL, KEYS_CHANNEL):
+                await conn.execute(f"LISTEN {channel}")
+            self.listening = True
+            log.info("stream listener is listening on %s and %s", JOBS_CHANNEL, KEYS_CHANNEL)
+            self._wake_all()  # whatever was written while nobody listened
+            while True:
+                async for note in conn.notifies(timeout=CHECK_S):
+                    self._dispatch(note.channel, note.payload)
+                await asyncio.wait_for(conn.execute("SELECT 1"), CHECK_S)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == JOBS_CHANNEL:
+            for waiter in list(self._by_job.get(payload, ())):
+                waiter.wake()
+        elif channel == KEYS_CHANNEL:
+            for waiter in list(self._by_key.get(payload, ())):
+                waiter.wake(check_key=True)
+
+    def _wake_all(self) -> None:
+        for waiters in list(self._by_job.values()):
+            for waiter in list(waiters):
+                waiter.wake(check_key=True)  # a revocation may have gone unheard too
+
+
+def _discard(index: defaultdict[str, set[Waiter]], name: str, waiter: Waiter) -> None:
+    waiters = index.get(name)
+    if waiters is not None:
+        waiters.discard(waiter)
+        if not waiters:
+            del index[name]  # a finished job's id holds no memory afterwards
