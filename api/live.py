@@ -30,6 +30,8 @@ log = logging.getLogger("xmodal.api.live")
 CHECK_S = 10.0
 """How often a quiet listener checks its connection (one query per API process, not per stream)."""
 CONNECT_TIMEOUT_S = 10
+APPLICATION_NAME = "xmodal-stream-listener"
+"""How the connection shows in pg_stat_activity."""
 BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 """Waits between reconnection attempts: doubling from the first to the second."""
 
@@ -112,8 +114,8 @@ class Listener:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _listen(self, conninfo: str) -> None:
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True,
-                                                         connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                                         application_name=APPLICATION_NAME) as conn:
             for channel in (JOBS_CHANNEL, KEYS_CHANNEL):
                 await conn.execute(f"LISTEN {channel}")
             self.listening = True
