@@ -21,8 +21,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.service_common import (POSTGRES_SERVER, auth, create_key, header, percentile, postgres_database,  # noqa: E402
-                                  serve, service_env, upload_tiny, write_results)
+from bench.service_common import (POSTGRES_SERVER, auth, create_key, header, percentile,  # noqa: E402
+                                  postgres_database, serve, service_env, upload_tiny, write_results)
 
 STATS_SETTLE_S = 11.0
 """PostgreSQL publishes an idle backend's counts up to 10 s late: let the streams' opening reads land first."""
@@ -125,7 +125,7 @@ def main() -> None:
     (first, a), (last, b) = rows[0], rows[-1]
     lines += ["", f"Quiet transactions/s, {last} vs {first} streams: {b['quiet_tps']:.2f} vs {a['quiet_tps']:.2f}; "
               f"transactions per event: {b['tx_per_event'] / max(a['tx_per_event'], 1e-9):.1f}x for "
-              f"{last / first:.0f}x the streams (each woken stream reads once)."]
+              f"{last / first:.0f}x the streams (a job's woken streams share one read)."]
     print("\n".join(lines))
     write_results("streams.md", lines)
 

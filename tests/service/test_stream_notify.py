@@ -145,8 +145,9 @@ def test_quiet_streams_cost_the_database_nothing_however_many_and_a_new_event_re
 
 def listener_pids(admin: Engine, database: str) -> list[int]:
     with admin.connect() as conn:
-        return list(conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :name AND application_name = :app"),
-                                 {"name": database, "app": APPLICATION_NAME}).scalars())
+        rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :name AND application_name = :app"),
+                            {"name": database, "app": APPLICATION_NAME})
+        return list(rows.scalars())
 
 
 def test_a_killed_listener_connection_comes_back_and_its_streams_miss_nothing(
