@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_streams: int = Field(256, ge=0, description="open SSE streams per API process, all keys together; 0: no limit")
     stream_key_check_seconds: float = Field(
         5.0, gt=0, description="how often an open SSE stream re-checks its API key: a revoked key's streams end within this")
+    api_key_cache_seconds: float = Field(
+        5.0, ge=0, description="an API process trusts a key it checked this long; another process's revoke "
+                               "reaches it within this (its own at once); 0: check every request")
     max_json_bytes: int = Field(1024**2, ge=1, description="largest JSON request body; past it a 413, before it is read")
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="a request body (an upload, JSON) that sends no bytes this long is cut off with a 408")
