@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from api.metrics_dir import prometheus_multiprocess_dir
 from api.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
@@ -74,8 +75,11 @@ def _run_api(host: str, port: int, workers: int = 1) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _prepare()  # once, here, before any worker process starts
-    _run_api(args.host, args.port, args.workers)
+    # Set before anything imports prometheus_client: it picks its storage at import time.
+    with prometheus_multiprocess_dir():
+        _prepare()  # once, here, before any worker process starts
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the directory is removed on SIGTERM too
+        _run_api(args.host, args.port, args.workers)
     return 0
 
 
