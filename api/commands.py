@@ -49,14 +49,15 @@ def _positive_int(text: str) -> int:
 def _prepare() -> Settings:
     """Migrate the database and clear what uploads cut short by a crash left in the blob store."""
     from migrations import upgrade
-    from store.blobs import BlobStore
+    from store.blobs import blob_store
     from store.settings import get_settings
 
     settings = get_settings()
     upgrade(settings.database_url)
-    removed = BlobStore(settings.blob_root).remove_stale_temp_files()
+    blobs = blob_store(settings)
+    removed = blobs.remove_stale_temp_files()
     if removed:
-        print(f"removed {removed} unfinished blob write(s) from {settings.blob_root / '.tmp'}", file=sys.stderr)
+        print(f"removed {removed} unfinished blob write(s) from {blobs.temp_location}", file=sys.stderr)
     return settings
 
 

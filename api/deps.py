@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from store.blobs import BlobStore
+from store.blobs import Blobs, blob_store
 from store.db import SessionLocal, get_engine
 from store.models import Owner
 from store.repositories import keys
@@ -122,11 +122,11 @@ IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min
                                                                "first response's object (kept 24 h by default)")]
 
 
-async def get_blobs(settings: SettingsDep) -> BlobStore:
-    return BlobStore(settings.blob_root)
+async def get_blobs(settings: SettingsDep) -> Blobs:
+    return blob_store(settings)
 
 
-BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+BlobsDep = Annotated[Blobs, Depends(get_blobs)]
 
 
 async def page_limit(settings: SettingsDep, limit: Annotated[int, Query(ge=1, description="page size")] = 20) -> int:

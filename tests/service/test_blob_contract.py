@@ -150,3 +150,19 @@ def test_s3_copies_past_the_copy_object_limit_in_parts(s3_url: str, s3_endpoint:
     blobs = s3blobs.s3_blob_store(s3_url, s3_endpoint)
     ref = blobs.write_stream([BIG])
     assert b"".join(blobs.read(ref.sha256)) == BIG and temp_entries(blobs) == []
+
+
+def test_settings_pick_the_store(s3_url: str, s3_endpoint: str, tmp_path: Path,  # noqa: F811
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from store.blobs import blob_store
+    from store.s3blobs import S3BlobStore
+    from store.settings import Settings, SettingsError, load_settings
+
+    assert isinstance(blob_store(Settings(data_dir=tmp_path)), BlobStore)
+    on_s3 = blob_store(Settings(data_dir=tmp_path, blob_url=s3_url, s3_endpoint_url=s3_endpoint))
+    prefix = s3_url.removeprefix("s3://").split("/", 1)[1]
+    assert isinstance(on_s3, S3BlobStore) and on_s3.key("a" * 64) == f"{prefix}/{'a' * 64}"
+    for bad in ("/var/blobs", "s3://", "s3://Upper_Case/x", "gs://bucket"):
+        monkeypatch.setenv("XMODAL_BLOB_URL", bad)
+        with pytest.raises(SettingsError, match="XMODAL_BLOB_URL: expected s3://bucket"):
+            load_settings()
