@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from api.metrics_dir import prometheus_multiprocess_dir
 from api.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
@@ -48,14 +49,15 @@ def _positive_int(text: str) -> int:
 def _prepare() -> Settings:
     """Migrate the database and clear what uploads cut short by a crash left in the blob store."""
     from migrations import upgrade
-    from store.blobs import BlobStore
+    from store.blobs import blob_store
     from store.settings import get_settings
 
     settings = get_settings()
     upgrade(settings.database_url)
-    removed = BlobStore(settings.blob_root).remove_stale_temp_files()
+    blobs = blob_store(settings)
+    removed = blobs.remove_stale_temp_files()
     if removed:
-        print(f"removed {removed} unfinished blob write(s) from {settings.blob_root / '.tmp'}", file=sys.stderr)
+        print(f"removed {removed} unfinished blob write(s) from {blobs.temp_location}", file=sys.stderr)
     return settings
 
 
@@ -74,8 +76,11 @@ def _run_api(host: str, port: int, workers: int = 1) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _prepare()  # once, here, before any worker process starts
-    _run_api(args.host, args.port, args.workers)
+    # Set before anything imports prometheus_client: it picks its storage at import time.
+    with prometheus_multiprocess_dir():
+        _prepare()  # once, here, before any worker process starts
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the directory is removed on SIGTERM too
+        _run_api(args.host, args.port, args.workers)
     return 0
 
 

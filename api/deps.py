@@ -1,25 +1,37 @@
-"""Dependencies as named `Annotated` aliases, so a route's signature reads like a sentence."""
+"""Dependencies as named `Annotated` aliases, so a route's signature reads like a sentence.
+
+The cheap ones are `async def`: FastAPI runs a sync dependency on the thread pool, and under load
+each such hop queued behind every other request's (bench/results/profile_job_get.md). Only work
+that blocks (a query, closing a session that holds a connection) goes to a thread.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from store.blobs import BlobStore
+from store.blobs import Blobs, blob_store
 from store.db import SessionLocal, get_engine
 from store.models import Owner
 from store.repositories import keys
 from store.settings import Settings, get_settings
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def current_settings() -> Settings:
+    """`get_settings()` (a cached object), without a thread-pool hop."""
+    return get_settings()
 
 
-def reject_control_characters(request: Request) -> None:
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+
+
+async def reject_control_characters(request: Request) -> None:
     """Ids and query values are printable text; a NUL would otherwise reach PostgreSQL (which
     refuses it in text columns) and come back as a 500 instead of the client's mistake."""
     for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
@@ -27,11 +39,18 @@ def reject_control_characters(request: Request) -> None:
             raise ApiError(422, "invalid_parameter", f"{name}: control characters are not allowed", name)
 
 
-def get_session() -> Iterator[Session]:
+async def get_session() -> AsyncIterator[Session]:
     """A session per request. Routes commit explicitly (before sending a queue message, say);
-    anything left uncommitted is rolled back when the session closes."""
-    with SessionLocal(bind=get_engine()) as session:
+    anything left uncommitted is rolled back when the session closes. Opening one does no I/O;
+    closing one that still holds a connection rolls back (a round trip), so that runs on a thread."""
+    session = SessionLocal(bind=get_engine())
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -43,29 +62,39 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def current_owner(request: Request, session: SessionDep, credentials: Credentials) -> Owner:
+async def current_owner(request: Request, credentials: Credentials) -> Owner:
     """The owner of the request's bearer key; every /v1 route depends on it. A request that may carry
-    a body was authenticated before it was read (api/guard.py); its owner joins this session."""
+    a body was authenticated before it was read (api/guard.py), the same way. The owner is detached
+    from any session: routes read its `id`."""
     known: Owner | None = getattr(request.state, "owner", None)
     if known is not None:
-        return session.merge(known, load=False)
-    return owner_of_key(session, credentials)
+        return known
+    return await owner_of_key(credentials)
 
 
-def owner_of_key(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Owner:
-    """The owner of an unrevoked bearer key; ApiError 401 for a missing, unknown or revoked one."""
+async def owner_of_key(credentials: HTTPAuthorizationCredentials | None) -> Owner:
+    """The owner of an unrevoked bearer key; ApiError 401 for a missing, unknown or revoked one.
+
+    A key this process checked within `api_key_cache_seconds` costs neither a query nor a thread
+    (store.repositories.keys.OwnerCache); a revoke in this process drops it at once, one in another
+    process (`xmodal keys revoke`) reaches this one within that TTL. The lookup has a session of its
+    own, closed before the route runs: a request holding a connection while it waits for a thread
+    deadlocked the API once threads + connections requests were in flight (bench/load.py).
+    """
     if credentials is None:
         raise missing_key()
-    owner = keys.authenticate(session, credentials.credentials)
-    # End the transaction now, giving the connection back to the pool: the rest of the request runs
-    # in other thread-pool calls, and a request holding a connection while it waits for a thread
-    # deadlocks the API once threads + connections requests are in flight (bench/load.py at 200
-    # clients). The route checks a connection out again when it needs one; `owner` stays loaded
-    # (expire_on_commit=False).
-    session.commit()
+    seconds = get_settings().api_key_cache_seconds
+    owner = keys.cached_owner(credentials.credentials, seconds)
+    if owner is None:
+        owner = await run_in_threadpool(_look_up, credentials.credentials, seconds)
     if owner is None:
         raise ApiError(401, "invalid_api_key", "invalid or revoked API key", headers=_CHALLENGE)
     return owner
+
+
+def _look_up(plaintext: str, seconds: float) -> Owner | None:
+    with SessionLocal(bind=get_engine()) as session:
+        return keys.authenticate_and_cache(session, plaintext, seconds)
 
 
 def missing_key() -> ApiError:
@@ -75,7 +104,7 @@ def missing_key() -> ApiError:
 CurrentOwner = Annotated[Owner, Depends(current_owner)]
 
 
-def rate_limit(request: Request, settings: SettingsDep, credentials: Credentials, _owner: CurrentOwner) -> None:
+async def rate_limit(request: Request, settings: SettingsDep, credentials: Credentials, _owner: CurrentOwner) -> None:
     """Spend one of the key's requests (`rate_limit_per_minute`, per API process). Runs after
     authentication, so only real keys get a bucket."""
     per_minute = settings.rate_limit_per_minute
@@ -93,14 +122,14 @@ IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min
                                                                "first response's object (kept 24 h by default)")]
 
 
-def get_blobs(settings: SettingsDep) -> BlobStore:
-    return BlobStore(settings.blob_root)
+async def get_blobs(settings: SettingsDep) -> Blobs:
+    return blob_store(settings)
 
 
-BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+BlobsDep = Annotated[Blobs, Depends(get_blobs)]
 
 
-def page_limit(settings: SettingsDep, limit: Annotated[int, Query(ge=1, description="page size")] = 20) -> int:
+async def page_limit(settings: SettingsDep, limit: Annotated[int, Query(ge=1, description="page size")] = 20) -> int:
     """`limit`, bounded by the deployment's `api_page_limit`."""
     if limit > settings.api_page_limit:
         raise ApiError(422, "invalid_parameter", f"limit: at most {settings.api_page_limit}", param="limit")

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.errors import ApiError
-
-CHUNK_BYTES = 1024 * 1024
+from store.blobs import Blobs
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -52,18 +49,10 @@ def _content_disposition(filename: str) -> str:
     return f"attachment; filename*=utf-8''{quoted}" if quoted != filename else f'attachment; filename="{filename}"'
 
 
-def _read(path: Path, start: int, end: int) -> Iterator[bytes]:
-    with path.open("rb") as source:
-        source.seek(start)
-        remaining = end - start
-        while remaining > 0 and (chunk := source.read(min(CHUNK_BYTES, remaining))):
-            remaining -= len(chunk)
-            yield chunk
-
-
-def blob_response(request: Request, path: Path, sha256: str, media_type: str, filename: str) -> Response:
-    """Stream the blob at `path` (content-addressed by `sha256`), honouring If-None-Match and Range."""
-    size = path.stat().st_size  # a missing blob is lost data: let it surface as a 500 before any header
+def blob_response(request: Request, blobs: Blobs, sha256: str, media_type: str, filename: str) -> Response:
+    """Stream the blob `sha256` from the store, honouring If-None-Match and Range. Only the range
+    asked for is read (a ranged GET on object storage), a chunk at a time: nothing is buffered whole."""
+    size = blobs.size(sha256)  # a missing blob is lost data: let it surface as a 500 before any header
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": _content_disposition(filename)}
     if _etag_matches(request.headers.get("if-none-match", ""), etag):
@@ -74,5 +63,5 @@ def blob_response(request: Request, path: Path, sha256: str, media_type: str, fi
     headers["Content-Length"] = str(end - start)
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    return StreamingResponse(_read(path, start, end), status_code=206 if span else 200, media_type=media_type,
+    return StreamingResponse(blobs.read(sha256, start, end), status_code=206 if span else 200, media_type=media_type,
                              headers=headers)

@@ -12,14 +12,12 @@ hands the app the bytes it read. Upload routes read their own bodies with their 
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.bodies import BodyReader
 from api.deps import bearer, missing_key, owner_of_key
 from api.errors import ApiError, respond
-from store.db import SessionLocal, get_engine
 from store.models import Owner
 from store.settings import Settings, get_settings
 
@@ -65,12 +63,7 @@ async def _authenticate(request: Request) -> Owner:
     credentials = await bearer(request)
     if credentials is None:  # refused without touching the database
         raise missing_key()
-
-    def look_up() -> Owner:
-        with SessionLocal(bind=get_engine()) as session:
-            return owner_of_key(session, credentials)
-
-    return await run_in_threadpool(look_up)
+    return await owner_of_key(credentials)
 
 
 async def _buffered(request: Request, settings: Settings) -> Receive:

@@ -4,7 +4,8 @@ On PostgreSQL, triggers (migration 0005) NOTIFY `store.live.JOBS_CHANNEL` with a
 of its events or metric points is inserted, its status changes or it is deleted, and
 `KEYS_CHANNEL` with a key's hash when the key is revoked or deleted. The listener wakes the
 streams of that job (or key), and only they read: the database's work follows the rows written,
-not the number of open streams. A quiet stream costs nothing.
+not the number of open streams. A quiet stream costs nothing, and the streams of one job that a
+notification wakes share one read (`read_shared`) where they follow the same rows from the same row.
 
 A notification sent while the connection is down is lost, so every (re)connection wakes every
 stream (each re-reads once and re-checks its key), and while the listener is not listening
@@ -19,17 +20,21 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from typing import TypeVar
 
 import psycopg
 
 from store.live import JOBS_CHANNEL, KEYS_CHANNEL, notify_conninfo
 
 log = logging.getLogger("xmodal.api.live")
+T = TypeVar("T")
 
 CHECK_S = 10.0
 """How often a quiet listener checks its connection (one query per API process, not per stream)."""
 CONNECT_TIMEOUT_S = 10
+APPLICATION_NAME = "xmodal-stream-listener"
+"""How the connection shows in pg_stat_activity."""
 BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 """Waits between reconnection attempts: doubling from the first to the second."""
 
@@ -64,6 +69,7 @@ class Listener:
     def __init__(self) -> None:
         self._by_job: defaultdict[str, set[Waiter]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._reads: dict[str, dict[Hashable, asyncio.Future[object]]] = {}  # by job: reads since its last notification
         self._task: asyncio.Task[None] | None = None
         self.listening = False
 
@@ -93,6 +99,22 @@ class Listener:
         finally:
             _discard(self._by_job, job_id, waiter)
             _discard(self._by_key, key_hash, waiter)
+            if job_id not in self._by_job:
+                self._reads.pop(job_id, None)
+
+    async def read_shared(self, job_id: str, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """`read()`'s result, shared by the job's streams that ask with the same `key` until the job's
+        next notification. A read started after the job's latest notification sees every row that
+        notification announced, so it serves them all as well as a read of their own would; while not
+        listening there are no notifications to go by, and each stream reads for itself."""
+        if not self.listening:
+            return await read()
+        reads = self._reads.setdefault(job_id, {})
+        shared = reads.get(key)
+        if shared is None:
+            shared = reads[key] = asyncio.ensure_future(read())  # a task: one stream going cancels no one's read
+            shared.add_done_callback(lambda done: _forget_failed(reads, key, done))
+        return await asyncio.shield(shared)  # type: ignore[return-value]
 
     async def _run(self, conninfo: str) -> None:
         backoff = BACKOFF_S
@@ -112,8 +134,8 @@ class Listener:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _listen(self, conninfo: str) -> None:
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True,
-                                                         connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                                         application_name=APPLICATION_NAME) as conn:
             for channel in (JOBS_CHANNEL, KEYS_CHANNEL):
                 await conn.execute(f"LISTEN {channel}")
             self.listening = True
@@ -126,6 +148,7 @@ class Listener:
 
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
+            self._reads.pop(payload, None)  # its rows changed: reads before this are stale
             for waiter in list(self._by_job.get(payload, ())):
                 waiter.wake()
         elif channel == KEYS_CHANNEL:
@@ -133,6 +156,7 @@ class Listener:
                 waiter.wake(check_key=True)
 
     def _wake_all(self) -> None:
+        self._reads.clear()  # a notification may have gone unheard: no read before now may be shared
         for waiters in list(self._by_job.values()):
             for waiter in list(waiters):
                 waiter.wake(check_key=True)  # a revocation may have gone unheard too
@@ -144,3 +168,9 @@ def _discard(index: defaultdict[str, set[Waiter]], name: str, waiter: Waiter) ->
         waiters.discard(waiter)
         if not waiters:
             del index[name]  # a finished job's id holds no memory afterwards
+
+
+def _forget_failed(reads: dict[Hashable, asyncio.Future[object]], key: Hashable, done: asyncio.Future[object]) -> None:
+    """A read that failed is not shared on: the next stream to ask tries again."""
+    if (done.cancelled() or done.exception() is not None) and reads.get(key) is done:
+        del reads[key]

@@ -2,8 +2,10 @@
 status, their latency, the open event streams; `/metrics` in api.routes.metrics serves them with
 the fleet gauges) and the job id on the log records of a request about a job (store.logs).
 
-Each API process counts on its own (`xmodal serve --workers N` runs N registries); a scrape
-reaches one of them, so scrape each process on its own port or read these as per-process samples.
+Under `xmodal serve` every API process writes these series to files in one directory
+(prometheus_client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`, fresh per server start), and
+`/metrics` from any process sums them: `--workers N` shows one set of counters. Run without it
+(`uvicorn api.main:create_app` by hand, tests) a process reports its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ REQUESTS = Counter("xmodal_http_requests", "HTTP requests answered", ["method", 
 LATENCY = Histogram("xmodal_http_request_duration_seconds",
                     "Time from request to response headers (a stream's or download's length is the client's)",
                     ["method", "route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-OPEN_STREAMS = Gauge("xmodal_sse_streams_open", "Server-sent event streams being served")
+OPEN_STREAMS = Gauge("xmodal_sse_streams_open", "Server-sent event streams being served",
+                     multiprocess_mode="livesum")  # the live processes' streams, summed
 
 
 def route_template(scope: MutableMapping[str, Any]) -> str:

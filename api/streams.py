@@ -18,8 +18,9 @@ for the rate limit, so one key could open hundreds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -111,7 +112,10 @@ async def follow(reader: Reader, after: int | None, settings: Settings,
                 not listener.listening and anyio.current_time() - key_checked >= settings.stream_key_check_seconds)
             if check_key:
                 key_checked = anyio.current_time()
-            poll = await run_in_threadpool(_poll, reader, after, check_key)
+                poll = await run_in_threadpool(_poll, reader, after, True)
+            else:  # streams of this job woken by the same notification, at the same row, read once
+                poll = await listener.read_shared(reader.job_id, (reader.owner_id, _feed_key(reader.feed), after),
+                                                  partial(run_in_threadpool, _poll, reader, after, False))
             if poll.revoked:
                 yield ServerSentEvent(data=REVOKED.model_dump_json(), event="error")
                 return
@@ -127,6 +131,13 @@ async def follow(reader: Reader, after: int | None, settings: Settings,
                 return
             # Listening, the next notification (or the listener going away) wakes the stream.
             await waiter.wait(None if listener.listening else settings.stream_poll_seconds)
+
+
+def _feed_key(feed: Feed) -> Hashable:
+    """What a feed reads, comparable across requests: its event name and the filters its list
+    function was bound with (a metrics stream's `key` and `split`)."""
+    filters = feed.read.keywords if isinstance(feed.read, partial) else {}
+    return feed.event, tuple(sorted(filters.items()))
 
 
 class _SlotHoldingResponse(EventSourceResponse):

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from api.bodies import BodyReader
 from api.errors import ApiError
-from store.blobs import BlobRef, BlobStore, BlobTooLarge, BlobWriter
+from store.blobs import BlobRef, Blobs, BlobTooLarge, Writer
 
 FIELD_MAX_BYTES = 1024
 """Text fields (`purpose`) are short; a longer one is a client mistake, not something to buffer."""
@@ -108,7 +108,7 @@ def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, "file_too_large", f"the file exceeds the upload limit of {max_bytes} bytes", "file")
 
 
-async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, file_field: str = "file",
+async def receive_upload(request: Request, blobs: Blobs, max_bytes: int, file_field: str = "file",
                          read_timeout: float = 30.0, min_rate: int = 0,
                          before_commit: Callable[[str], None] | None = None) -> Upload:
     """Parse a multipart/form-data body, streaming the `file_field` part into `blobs`.
@@ -130,7 +130,7 @@ async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, fil
     parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
     body = BodyReader(request.receive, read_timeout, min_rate)
 
-    def store(batch: bytes, writer: BlobWriter) -> None:
+    def store(batch: bytes, writer: Writer) -> None:
         """On a thread: the bounded CPU and disk work of one batch."""
         parser.write(batch)
         for data in parts.drain():
@@ -155,5 +155,7 @@ async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, fil
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
     finally:
-        writer.discard()  # on the event loop, so a cancelled request cleans up too; a no-op after commit
+        # on the event loop, so a cancelled request cleans up too (on object storage: one abort request); a
+        # no-op after commit
+        writer.discard()
     return Upload(blob, parts.filename, parts.fields)

@@ -6,6 +6,7 @@ SQLite database, the filesystem broker and the blobs together — one variable p
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+_S3_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^/].*)?/?")
 
 
 class Settings(BaseSettings):
@@ -22,6 +25,10 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="default: SQLite file data_dir/xmodal.db")
     broker_url: str = Field("filesystem://", description="filesystem:// (folders under data_dir/broker) or redis://")
     blob_dir: Path | None = Field(None, description="default: data_dir/blobs")
+    blob_url: str = Field("", description="s3://bucket/prefix: blobs in S3-compatible storage (credentials from the "
+                                          "standard AWS variables); empty: the local blob_dir")
+    s3_endpoint_url: str = Field("", description="an S3-compatible store's URL (MinIO: http://minio:9000); "
+                                                 "empty: AWS, or AWS_ENDPOINT_URL when set")
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     lease_seconds: float = Field(120.0, gt=0, description="a job whose lease is not renewed this long is re-queued")
     heartbeat_seconds: float = Field(10.0, gt=0)
@@ -43,6 +50,9 @@ class Settings(BaseSettings):
     max_streams: int = Field(256, ge=0, description="open SSE streams per API process, all keys together; 0: no limit")
     stream_key_check_seconds: float = Field(
         5.0, gt=0, description="how often an open SSE stream re-checks its API key: a revoked key's streams end within this")
+    api_key_cache_seconds: float = Field(
+        5.0, ge=0, description="an API process trusts a key it checked this long; another process's revoke "
+                               "reaches it within this (its own at once); 0: check every request")
     max_json_bytes: int = Field(1024**2, ge=1, description="largest JSON request body; past it a 413, before it is read")
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="a request body (an upload, JSON) that sends no bytes this long is cut off with a 408")
@@ -60,6 +70,13 @@ class Settings(BaseSettings):
         """Accept `a,b` from the environment as well as real lists."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("blob_url")
+    @classmethod
+    def _check_blob_url(cls, value: str) -> str:
+        if value and not _S3_URL.fullmatch(value):
+            raise ValueError(f"expected s3://bucket or s3://bucket/prefix (a lowercase S3 bucket name), not {value!r}")
         return value
 
     @model_validator(mode="after")

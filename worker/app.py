@@ -61,11 +61,11 @@ def _forget_parent_connections(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
     """Sweep for lost jobs and messages; drop temp files a killed job process left mid-checkpoint."""
-    from store.blobs import BlobStore
+    from store.blobs import blob_store
     from worker.reaper import start_reaper
 
     settings = get_settings()
-    BlobStore(settings.blob_root).remove_stale_temp_files()
+    blob_store(settings).remove_stale_temp_files()
     start_reaper(settings)
 
 

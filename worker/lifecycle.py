@@ -25,7 +25,7 @@ from core.model_refs import check_job_allowed
 from core.result import RunResult
 from sqlalchemy.orm import Session
 
-from store.blobs import BlobStore
+from store.blobs import blob_store
 from store.logs import job_context
 from store.queue import MessageVisibility
 from store.repositories import checkpoints, events, files, jobs
@@ -89,7 +89,7 @@ def _execute(job_id: str, settings: Settings, runner: Runner | None, task_id: st
     with (ShutdownRequest() as shutdown,
           Heartbeat(job_id, worker_id, settings.heartbeat_seconds, settings.lease_seconds, beat) as heartbeat,
           tempfile.TemporaryDirectory(dir=settings.work_dir, prefix=f"{job_id}-") as scratch):
-        reports = JobReports.for_job(job_id, worker_id, BlobStore(settings.blob_root), Path(scratch), heartbeat,
+        reports = JobReports.for_job(job_id, worker_id, blob_store(settings), Path(scratch), heartbeat,
                                      shutdown.requested, write_retry_seconds=settings.lease_seconds)
         status, error, result = _run(claimed, reports, Path(scratch), settings, runner or default_runner())
     if status == "lease_lost":
@@ -140,7 +140,7 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
 def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Settings,
          runner: Runner) -> tuple[RunStatus | Literal["lease_lost"], dict[str, Any] | None, dict[str, Any] | None]:
     """Call the runner; map how it ended (or its exception) to (status, error, result)."""
-    blobs = BlobStore(settings.blob_root)
+    blobs = blob_store(settings)
     try:
         config = parse_config(claimed.config)
         # again here: the allow-list may have shrunk since the job was queued
@@ -149,10 +149,11 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
             raise LookupError(f"the training file of job {claimed.job_id} no longer exists")
         inputs = scratch / "inputs"
         inputs.mkdir()
-        train_path = _link(blobs.path(claimed.training_sha256), inputs / "train.npz")
-        validation_path = (_link(blobs.path(claimed.validation_sha256), inputs / "validation.npz")
+        # a local store links its blobs here, object storage downloads them: core reads local files
+        train_path = blobs.fetch(claimed.training_sha256, inputs / "train.npz")
+        validation_path = (blobs.fetch(claimed.validation_sha256, inputs / "validation.npz")
                            if claimed.validation_sha256 else None)
-        resume_from = (extract_checkpoint(blobs.path(claimed.resume_sha256), scratch / "resume")
+        resume_from = (extract_checkpoint(blobs.fetch(claimed.resume_sha256, inputs / "resume.tar"), scratch / "resume")
                        if claimed.resume_sha256 else None)
         outcome: RunResult = runner(config, train_path, scratch / "run", validation_path=validation_path,
                                     callbacks=reports.callbacks(), resume_from=resume_from)
@@ -181,17 +182,3 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
 
 def _internal_error(message: str) -> dict[str, Any]:
     return {"code": "internal_error", "message": message[:INTERNAL_MESSAGE_CHARS], "param": None}
-
-
-def _link(blob: Path, name: Path) -> Path:
-    """Give a blob the file name core expects, without copying gigabytes.
-
-    A missing or unreadable blob is raised here, as the store's fault (internal_error): reached
-    through the link, core would report it as the user's dataset being unreadable."""
-    target = blob.absolute()  # a relative target would resolve from the link's folder, not ours
-    if not target.is_file():
-        raise FileNotFoundError(f"blob {blob.name} is missing from the blob store")
-    if not os.access(target, os.R_OK):
-        raise PermissionError(f"blob {blob.name} in the blob store is not readable by the worker")
-    name.symlink_to(target)
-    return name

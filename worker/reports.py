@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from core.callbacks import Callback, CheckpointSaved, Event, MetricPoint, Progress
-from store.blobs import BlobStore
+from store.blobs import Blobs
 from store.repositories import checkpoints, events, jobs, metrics
 from store.repositories.metrics import NewPoint
 from worker.checkpoint_tar import tar_directory
@@ -111,7 +111,7 @@ class ProgressWriter(StoreWriter):
 class CheckpointUploader(StoreWriter):
     """Every checkpoint core saves becomes a tar blob and a row; remembers the last and the final one."""
 
-    def __init__(self, job_id: str, blobs: BlobStore, scratch: Path, write_retry_seconds: float) -> None:
+    def __init__(self, job_id: str, blobs: Blobs, scratch: Path, write_retry_seconds: float) -> None:
         super().__init__(job_id, write_retry_seconds)
         self.blobs, self.scratch = blobs, scratch
         self.last_id: str | None = None
@@ -148,7 +148,7 @@ class JobReports:
     stop: StopController
 
     @classmethod
-    def for_job(cls, job_id: str, worker_id: str, blobs: BlobStore, scratch: Path, heartbeat: Heartbeat,
+    def for_job(cls, job_id: str, worker_id: str, blobs: Blobs, scratch: Path, heartbeat: Heartbeat,
                 shutdown: threading.Event, write_retry_seconds: float) -> JobReports:
         return cls(events=EventWriter(job_id, write_retry_seconds), metrics=MetricBatcher(job_id, write_retry_seconds),
                    progress=ProgressWriter(job_id, worker_id, write_retry_seconds),

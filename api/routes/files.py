@@ -8,7 +8,9 @@ Every stored file is therefore `processed`.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -23,9 +25,9 @@ from api.schemas.common import ListResponse
 from api.schemas.files import PURPOSES, FileDeleted, FileObject, FilePurpose
 from api.slots import Slots
 from api.uploads import Upload, receive_upload
-from core.data.validate import DatasetLimits, validate_npz
+from core.data.validate import DatasetInfo, DatasetLimits, validate_npz
 from core.errors import DatasetError
-from store.blobs import BlobRef, BlobStore
+from store.blobs import BlobRef, Blobs
 from store.db import session_scope
 from store.models import File, Owner
 from store.repositories import blob_reservations, files, idempotency, keys, quotas
@@ -84,7 +86,7 @@ async def upload_file(request: Request, session: SessionDep, owner: CurrentOwner
                 await run_in_threadpool(hold.release)
 
 
-def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: BlobStore, upload: Upload,
+def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: Blobs, upload: Upload,
                    idempotency_key: str | None, hold: BlobHold) -> FileObject:
     try:
         filename = upload.filename
@@ -99,7 +101,8 @@ def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: Bl
         request = {"sha256": upload.blob.sha256, "purpose": purpose, "filename": filename}
         once = None if idempotency_key is None else Once(
             owner.id, ENDPOINT, idempotency_key, idempotency.fingerprint(request), settings.idempotency_ttl_seconds)
-        row, _ = create_once(session, once, lambda: _create(session, owner, settings, upload.blob, filename, purpose),
+        row, _ = create_once(session, once,
+                             lambda: _create(session, owner, settings, blobs, upload.blob, filename, purpose),
                              lambda file_id: files.get(session, owner.id, file_id))
     except (ApiError, DatasetError):
         session.rollback()  # end its transaction first: on SQLite an open one could block the discard's write
@@ -108,13 +111,23 @@ def _record_upload(session: Session, owner: Owner, settings: Settings, blobs: Bl
     return FileObject.from_row(row)
 
 
-def _create(session: Session, owner: Owner, settings: Settings, blob: BlobRef, filename: str, purpose: str) -> File:
+def _create(session: Session, owner: Owner, settings: Settings, blobs: Blobs, blob: BlobRef, filename: str,
+            purpose: str) -> File:
     """Validate the dataset (against the deployment's upload limit, not core's default), check the quota, record."""
-    info = validate_npz(blob.path, DatasetLimits(max_file_bytes=settings.max_upload_bytes))
+    info = _validate(settings, blobs, blob)
     if settings.max_storage_bytes:
         _require_storage(session, owner, settings.max_storage_bytes, blob.size)
     return files.create(session, owner_id=owner.id, filename=filename, purpose=purpose, bytes=blob.size,
                         sha256=blob.sha256, status="processed", info=info.as_dict())
+
+
+def _validate(settings: Settings, blobs: Blobs, blob: BlobRef) -> DatasetInfo:
+    """Core's validator reads a local, seekable file (an .npz is a zip: its index is at the end). A
+    local store links the blob; object storage downloads it to scratch, deleted right after."""
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="validate-") as scratch:
+        path = blobs.fetch(blob.sha256, Path(scratch) / "upload.npz")
+        return validate_npz(path, DatasetLimits(max_file_bytes=settings.max_upload_bytes))
 
 
 def _require_storage(session: Session, owner: Owner, quota: int, size: int) -> None:
@@ -144,7 +157,7 @@ class BlobHold:
         self.id = None
 
 
-def _discard_unreferenced(blobs: BlobStore, sha256: str, hold: BlobHold) -> None:
+def _discard_unreferenced(blobs: Blobs, sha256: str, hold: BlobHold) -> None:
     """Drop a rejected upload's blob unless something else holds the same bytes: a file or
     checkpoint row, or another upload still on its way to its file row."""
     with session_scope() as session:
@@ -191,4 +204,4 @@ def delete_file(file_id: str, session: SessionDep, owner: CurrentOwner) -> FileD
 def download_file(file_id: str, request: Request, session: SessionDep, owner: CurrentOwner,
                   blobs: BlobsDep) -> Response:
     row = _file_or_404(session, owner, file_id)
-    return blob_response(request, blobs.path(row.sha256), row.sha256, "application/octet-stream", row.filename)
+    return blob_response(request, blobs, row.sha256, "application/octet-stream", row.filename)

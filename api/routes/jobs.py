@@ -138,7 +138,7 @@ def download_checkpoint(job_id: str, checkpoint_id: str, request: Request, sessi
     row = checkpoints.get(session, owner.id, job_id, checkpoint_id)
     if row is None:
         raise not_found("checkpoint", checkpoint_id)
-    return blob_response(request, blobs.path(row.sha256), row.sha256, "application/x-tar", f"{row.id}.tar")
+    return blob_response(request, blobs, row.sha256, "application/x-tar", f"{row.id}.tar")
 
 
 # --- streams: server-sent events (api.streams) ---------------------------------------------------

@@ -1,21 +1,26 @@
 """`/metrics`: Prometheus text for scrapers. No API key, like /healthz: it shows counts and rates,
 never ids or owners, but firewall it or put it behind the proxy's auth in production.
 
-The job gauges are read from the database at scrape time (the rows are the truth, and every API
-process reports the same values); the HTTP series are this process's own (api.observability).
+The job gauges are read from the database at scrape time by the process that answers (the rows
+are the truth, so they are never summed across processes); the HTTP series are every API process's
+together under `xmodal serve` (PROMETHEUS_MULTIPROC_DIR, api.observability), else this process's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import get_args
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from api.metrics_dir import MULTIPROC_DIR
 from store.db import TRANSIENT_ERRORS, session_scope
 from store.models import JobStatus, utcnow
 from store.repositories import fleet
@@ -58,10 +63,38 @@ class FleetCollector(Collector):
                                 value=sum(job.steps_per_second or 0.0 for job in running))
 
 
-REGISTRY.register(FleetCollector())  # once per process: this module is imported once
+FLEET = FleetCollector()
+REGISTRY.register(FLEET)  # once per process: this module is imported once
+_PID_IN_NAME = re.compile(r"_(\d+)\.db$")
+
+
+def scrape_registry() -> CollectorRegistry:
+    """With a multiprocess directory: every process's files, summed, plus the fleet gauges once;
+    else this process's own registry."""
+    directory = os.environ.get(MULTIPROC_DIR)
+    if not directory:
+        return REGISTRY
+    forget_dead_processes(Path(directory))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(FLEET)
+    return registry
+
+
+def forget_dead_processes(directory: Path) -> None:
+    """Drop the live-only gauges (open streams) of API processes that are gone, crashed ones too;
+    their counters stay, as counts of what they answered."""
+    pids = {int(match[1]) for path in directory.glob("gauge_live*.db") if (match := _PID_IN_NAME.search(path.name))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 @router.get("/metrics", include_in_schema=False)
 def metrics() -> Response:
     """Sync on purpose: the collector's queries run on the thread pool, not the event loop."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import Update, and_, distinct, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, distinct, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from store.models import Job, utcnow
@@ -59,15 +59,34 @@ RECENT_JOBS = 20
 """How many of the latest succeeded jobs time the queue."""
 
 
+def _positions_statement() -> Any:
+    ranked = (select(Job.id, func.row_number().over(order_by=(Job.created_at, Job.id)).label("position"))
+              .where(Job.status == "queued").subquery())
+    return select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(bindparam("job_ids", expanding=True)))
+
+
+def _pace_statement() -> Any:
+    live = aliased(Job)
+    live_jobs = select(live.id).where(live.status == "running", live.heartbeat_at >= bindparam("live_since"))
+    running = live_jobs.with_only_columns(func.count()).scalar_subquery()
+    workers = live_jobs.with_only_columns(func.count(distinct(live.lease_owner))).scalar_subquery()
+    return (select(Job.started_at, Job.finished_at, running, workers)
+            .where(Job.status == "succeeded", Job.started_at.is_not(None))
+            .order_by(Job.finished_at.desc()).limit(RECENT_JOBS))
+
+
+# Built once, with bound parameters: building these subqueries and aliases on every job GET was
+# most of its CPU (bench/results/profile_job_get.md); SQLAlchemy caches their compiled SQL.
+POSITIONS, PACE = _positions_statement(), _pace_statement()
+
+
 def queue_slots(session: Session, job_ids: Collection[str], lease_seconds: float,
                 now: datetime | None = None) -> dict[str, QueueSlot]:
     """The slot of each of `job_ids` that is queued (the rest are left out), in two queries however
     many ids: positions count the whole deployment's queued jobs, oldest first, as workers take them."""
     if not job_ids:
         return {}
-    ranked = (select(Job.id, func.row_number().over(order_by=(Job.created_at, Job.id)).label("position"))
-              .where(Job.status == "queued").subquery())
-    positions = dict(session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids))).all())
+    positions = dict(session.execute(POSITIONS, {"job_ids": list(job_ids)}).all())
     if not positions:
         return {}
     now = now or utcnow()
@@ -80,13 +99,7 @@ def _queue_pace(session: Session, live_since: datetime) -> tuple[float, int, int
     """(median seconds of a recent succeeded job, live running jobs, live workers), or None with no
     history. Live workers are the distinct lease owners that heartbeat within a lease period (idle
     workers hold no lease, so at least 1 is assumed); the counts ride along with the durations."""
-    live = aliased(Job)
-    live_jobs = select(live.id).where(live.status == "running", live.heartbeat_at >= live_since)
-    running = live_jobs.with_only_columns(func.count()).scalar_subquery()
-    workers = live_jobs.with_only_columns(func.count(distinct(live.lease_owner))).scalar_subquery()
-    rows = session.execute(select(Job.started_at, Job.finished_at, running, workers)
-                           .where(Job.status == "succeeded", Job.started_at.is_not(None))
-                           .order_by(Job.finished_at.desc()).limit(RECENT_JOBS)).all()
+    rows = session.execute(PACE, {"live_since": live_since}).all()
     if not rows:
         return None
     seconds = median((finished - started).total_seconds() for started, finished, _, _ in rows)

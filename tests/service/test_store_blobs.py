@@ -18,7 +18,7 @@ def test_same_bytes_same_blob(tmp_path: Path) -> None:
     second = blobs.write_stream([data])
     assert first == second
     assert first.sha256 == hashlib.sha256(data).hexdigest() and first.size == 3000
-    assert first.path == tmp_path / "blobs" / first.sha256[:2] / first.sha256[2:4] / first.sha256
+    assert blobs.path(first.sha256) == tmp_path / "blobs" / first.sha256[:2] / first.sha256[2:4] / first.sha256
     with blobs.open(first.sha256) as f:
         assert f.read() == data
     assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
