@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/upload.py --store s3
 	$(BIN)/python bench/load.py
 
 # hours on a CPU: every method on five datasets with minilm-l6 (meant for a GPU machine)

@@ -1,6 +1,6 @@
 """A ~1 GiB upload against a real `xmodal serve`: API process RSS growth and throughput vs a local copy.
 
-    .venv/bin/python bench/upload.py [--gib 1.0] [--repeats 2]
+    .venv/bin/python bench/upload.py [--gib 1.0] [--repeats 2] [--store local|s3]
 
 Set-up: a temp data dir (under --tmp, default /tmp), a migrated SQLite database, the filesystem
 broker (no job is made), one `xmodal serve`, an API key, one tiny upload to warm the process. The
@@ -16,6 +16,12 @@ streaming phase ends when the blob is renamed into `blobs/ab/cd/<sha256>`; what 
 response, is validation (`core.data.validate.validate_npz`) plus the database insert. RSS growth is
 the peak over the phase minus the median over the 1 s before the upload.
 
+With `--store s3` the blobs go to S3-compatible storage instead: a moto server (`python -m moto.server`,
+objects in its memory) on this machine, `XMODAL_BLOB_URL=s3://bench/blobs`. The store streams the
+upload as a multipart upload to a temp key, copies it server-side to its content address, and the
+validator reads a scratch download; no local temp file marks the end of streaming, so the RSS
+growth is the peak over the whole request. Results go to `bench/results/upload_s3.md`.
+
 Then, each in a fresh subprocess (peak RSS = VmHWM growth over the baseline after imports), twice,
 interleaved: `validate_npz` of the working tree on the same file, and with `--compare-rev REV`
 the one of that git revision.
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -34,7 +41,8 @@ import tempfile
 import threading
 import time
 import zipfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.service_common import (
     REPO,
     auth,
+    child,
     create_key,
+    free_port,
     header,
     rss_bytes,
     serve,
@@ -88,12 +98,14 @@ class Sampler:
     disappearing after it was seen marks the end of the streaming phase."""
 
     pid: int
-    blob_dir: Path
+    blob_dir: Path | None  # None: blobs in object storage, no temp file to watch
     samples: list[tuple[float, int, bool]] = field(default_factory=list)  # (perf_counter, rss, streamed)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _pending(self) -> bool:
+        if self.blob_dir is None:
+            return False
         tmp = self.blob_dir / ".tmp"
         return tmp.exists() and any(tmp.glob("upload-*"))
 
@@ -114,6 +126,18 @@ class Sampler:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
+
+
+def drop_big_blobs(data_dir: Path, store: dict[str, str]) -> None:
+    """Delete the big upload's blob (its file row stays; nothing reads it again)."""
+    env = {"data_dir": str(data_dir), **store}
+    from store.blobs import blob_store
+    from store.settings import Settings
+
+    blobs = blob_store(Settings(**env))
+    with sqlite3.connect(data_dir / "xmodal.db") as db:
+        for (sha256,) in db.execute("SELECT sha256 FROM files WHERE bytes > ?", (MIB,)):
+            blobs.delete(sha256)
 
 
 def baseline_rss(pid: int, seconds: float = 1.0) -> int:
@@ -139,7 +163,7 @@ def timed_copy(src: Path, dst: Path, fsync: bool) -> float:
     return seconds
 
 
-def timed_upload(url: str, key: str, path: Path, pid: int, blob_dir: Path) -> dict[str, float]:
+def timed_upload(url: str, key: str, path: Path, pid: int, blob_dir: Path | None) -> dict[str, float]:
     base = baseline_rss(pid)
     sampler = Sampler(pid, blob_dir)
     sampler.start()
@@ -192,15 +216,44 @@ def validator_memory(path: Path, source: Path) -> tuple[float, float, str]:
     return seconds, data["peak_growth"] / MIB, data["result"]
 
 
+@contextmanager
+def moto_store(tmp: Path) -> Iterator[dict[str, str]]:
+    """A moto S3 server with a `bench` bucket; yields the serve settings and credentials that point at it."""
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**os.environ, **credentials}
+    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with child(moto, env, tmp / "moto.log") as proc:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(endpoint, timeout=1.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.process.poll() is not None:
+                    raise RuntimeError(f"moto server did not start:\n{proc.tail()}") from None
+                time.sleep(0.1)
+        os.environ.update(credentials)  # for this process's client, and service_env copies the environment
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        yield {"blob_url": "s3://bench/blobs", "s3_endpoint_url": endpoint}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--store", choices=["local", "s3"], default="local",
+                        help="s3: blobs in a moto S3 server started here (XMODAL_BLOB_URL)")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where the data dir and dataset go")
     parser.add_argument("--compare-rev", default="",
                         help="also measure validate_npz as of this git revision (e.g. the commit before a change)")
     args = parser.parse_args()
-    head = header(f"Upload of a {args.gib:g} GiB dataset: API RSS and throughput", sys.argv)
+    on_s3 = args.store == "s3"
+    where = " to S3-compatible storage (moto)" if on_s3 else ""
+    head = header(f"Upload of a {args.gib:g} GiB dataset{where}: API RSS and throughput", sys.argv)
     df = shutil.disk_usage(args.tmp)
     print(f"{args.tmp}: {df.free / 1024**3:.1f} GiB free", flush=True)
     if df.free < 4.5 * args.gib * 1024**3:
@@ -217,9 +270,11 @@ def main() -> int:
         data_dir = tmp / "var"
         database_url = sqlite_database(data_dir)
         key = create_key(database_url)
-        url, proc = stack.enter_context(serve(service_env(data_dir, database_url, "filesystem://"), tmp / "server.log"))
+        store = stack.enter_context(moto_store(tmp)) if on_s3 else {}
+        url, proc = stack.enter_context(serve(service_env(data_dir, database_url, "filesystem://", **store),
+                                              tmp / "server.log"))
         upload_tiny(url, key)  # warm the process (imports, first request)
-        blob_dir = data_dir / "blobs"
+        blob_dir = None if on_s3 else data_dir / "blobs"
         for i in range(args.repeats):
             copy_s = timed_copy(data, tmp / "copy.npz", fsync=False)
             copy_fsync_s = timed_copy(data, tmp / "copy.npz", fsync=True)
@@ -233,9 +288,7 @@ def main() -> int:
                   f"{up['base_mib']:.0f} MiB, peak growth streaming {up['stream_peak_mib']:.0f} MiB, validation "
                   f"{up['validate_peak_mib']:.0f} MiB, after {up['after_mib']:.0f} MiB ({up['samples']} samples)",
                   flush=True)
-            for blob in blob_dir.glob("??/??/*"):
-                if blob.stat().st_size > MIB:
-                    blob.unlink()  # keep disk use flat between repeats (the row stays; nothing reads it)
+            drop_big_blobs(data_dir, store)  # keep disk (or moto's memory) flat between repeats
         # validators in fresh processes, on the same file: the working tree's, and --compare-rev's
         validators = [("working tree", REPO / "core" / "data" / "validate.py")]
         if args.compare_rev:
@@ -256,7 +309,8 @@ def main() -> int:
     ratio_fsync = statistics.median(r["upload_mbs"] / r["copy_fsync_mbs"] for r in rows)
     lines = [*head,
              (f"Workload: one {size / MIB:.0f} MiB `.npz` (x float32 ({n}, 1, {LENGTH}), y int64 0/1, stored), uploaded "
-             f"{args.repeats} times to one `xmodal serve` (SQLite, filesystem broker) with httpx streaming it from disk; "
+             f"{args.repeats} times to one `xmodal serve` (SQLite, filesystem broker, blobs "
+             f"{'in a moto S3 server on this machine' if on_s3 else 'in a local directory'}) with httpx streaming it from disk; "
              f"each upload preceded by `shutil.copyfile` of the same file (and a copy + fsync), same filesystem "
              f"({args.tmp}). RSS sampled every {SAMPLE_S * 1000:.0f} ms from /proc/PID/status (psutil is not installed)."),
              "",
@@ -284,7 +338,7 @@ def main() -> int:
               f"ratios; target >= {THROUGHPUT_TARGET:.2f}) **{'PASS' if ratio >= THROUGHPUT_TARGET else 'FAIL'}**; "
               f"against copy+fsync {ratio_fsync:.2f}")]
     print("\n".join(lines[len(head):]))
-    path = write_results("upload.md", lines)
+    path = write_results("upload_s3.md" if on_s3 else "upload.md", lines)
     print(f"wrote {path}")
     return 0
 
