@@ -49,12 +49,30 @@ def test_orca_1d_classification_end_to_end(classification_1d, tmp_path):
     assert [m.epoch for m in align_points] == [0, 1] and all(np.isfinite(m.value) for m in align_points)
     assert recorder.progress[-1].step == recorder.progress[-1].total_steps
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert set(summary) >= {"validation", "test"} and 0 <= summary["test"]["error"] <= 1
+    assert set(summary) >= {"validation", "test"}
+    # It learned: chance is 0.5 on these two classes, and seeds 0-4 all reach 0.0. An error alone could
+    # be luck (an untrained head is all right or all wrong on a level shift), so the train loss must
+    # fall too: it ends at 0.31-0.47 of its first value on seeds 0-4, and stays at 1.00 with lr 0.
+    assert summary["test"]["error"] <= 0.1
+    losses = [m.value for m in recorder.metrics if m.key == "loss" and m.split == "train"]
+    assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], losses
     predictor = core.load_checkpoint(result.checkpoint_dir)
     x_test = np.load(classification_1d)["x_test"]
     prediction = predictor.predict(x_test)
     assert prediction.shape == (len(x_test),)
     assert np.mean(prediction != np.load(classification_1d)["y_test"]) == pytest.approx(summary["test"]["error"])
+
+
+def test_alignment_lowers_the_otdd(classification_1d, tmp_path):
+    """Every epoch measures the OTDD on the same targets (maxsamples covers every class), before its step;
+    the last value ends 6-19% below the first on seeds 0-4, and is unchanged when alignment does not learn."""
+    config = parse_config({**ORCA_1D, "alignment": {**ORCA_1D["alignment"], "epochs": 4, "maxsamples": 96},
+                           "training": {**ORCA_1D["training"], "epochs": 0}})
+    recorder = Recorder()
+    core.run(config, classification_1d, tmp_path / "run", callbacks=[recorder])
+    otdd = [m.value for m in recorder.metrics if m.split == "align" and m.key == "otdd_exact"]
+    assert len(otdd) == 4 and np.isfinite(otdd).all()
+    assert otdd[-1] < 0.97 * otdd[0], otdd
 
 
 def test_alignment_moves_only_the_embedder(classification_1d, tmp_path):
