@@ -168,10 +168,13 @@ def proxied_postgres(pg_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.integration
-def test_the_api_answers_503_while_the_database_is_away(proxied_postgres: tuple[Settings, TcpProxy]) -> None:
+def test_the_api_answers_503_while_the_database_is_away(proxied_postgres: tuple[Settings, TcpProxy],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from api.main import create_app
 
     _, proxy = proxied_postgres
+    monkeypatch.setenv("XMODAL_API_KEY_CACHE_SECONDS", "0")  # a cached key needs no database: look it up
+    reset_settings()
     owner = make_owner_key()
     auth = {"Authorization": f"Bearer {owner.key}"}
     with TestClient(create_app()) as client:
