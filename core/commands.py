@@ -80,6 +80,10 @@ def _train(args: argparse.Namespace) -> int:
     if result.error is not None:
         raise result.error  # the CLI's edge prints it in one line
     print(json.dumps({"status": result.reason, "checkpoint": str(result.checkpoint_dir), **result.summary}, indent=2))
+    if "baseline" in result.summary:
+        from core.baseline import comparison
+
+        print(comparison(result.summary, result.summary["baseline"]), file=sys.stderr)
     return 0
 
 

@@ -85,6 +85,10 @@ class EvaluationConfig(Section):
     validation_fraction: float = Field(0.1, ge=0, lt=0.9,
                                        description="held out from train when no x_val is given")
     metric: str | None = Field(None, max_length=64, description="selection metric; None: the task's first")
+    baseline: bool = Field(True, description="fit a classical baseline (core.baseline) on the same splits and "
+                                             "report it beside the model's metrics")
+    baseline_seconds: float = Field(60.0, gt=0, le=3600, description="time cap of the baseline: it subsamples "
+                                                                     "train rows and features to fit in it")
 
 
 class CheckpointConfig(Section):

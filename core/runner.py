@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from core.baseline import comparison, fit_baseline
 from core.callbacks import Callback, CallbackList, CheckpointSaved
 from core.checkpoint import save_model
 from core.config import JobConfig
@@ -60,8 +61,18 @@ def walk(run: Run, recipe: Recipe) -> None:
     (recipe.refine or refine)(run)
 
 
+def report_baseline(run: Run, summary: dict) -> dict:
+    """Fit the classical baseline on the run's own splits and say in an event how the model compares."""
+    evaluation = run.config.evaluation
+    baseline = fit_baseline(run.data, evaluation.baseline_seconds, seed=run.config.training.seed,
+                            metric=evaluation.metric).as_dict()
+    run.event(comparison(summary, baseline), baseline=baseline)
+    return baseline
+
+
 def finish(run: Run) -> dict:
-    """Select the best weights, evaluate validation and test once, write the final checkpoint."""
+    """Select the best weights, evaluate validation and test once (and the classical baseline beside
+    them), write the final checkpoint."""
     run.position.stage = "evaluate"
     if run.best_state is not None:
         run.model.load_state_dict(run.best_state)
@@ -75,6 +86,8 @@ def finish(run: Run) -> dict:
         summary[name] = metrics
         for key, value in metrics.items():
             run.metric(key, value, f"final_{name}")
+    if run.config.evaluation.baseline:
+        summary["baseline"] = report_baseline(run, summary)
     final = run.out_dir / "checkpoint"
     save_model(final, run.model, run.manifest(step=run.position.step, stage="evaluate", summary=summary))
     run.callbacks.on_checkpoint(CheckpointSaved(path=final, step=run.position.step, epoch=run.position.stage_epoch,

@@ -38,6 +38,8 @@ def test_train_contract_then_predict(classification_1d, tmp_path, repo_root):
     assert (run_dir / "events.jsonl").read_text().strip()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "error" in summary["validation"] and "error" in summary["test"]
+    assert json.loads(done.stdout)["baseline"] == summary["baseline"] and "error" in summary["baseline"]["test"]
+    assert "test error: model" in done.stderr and "vs baseline" in done.stderr
     assert {p.name for p in (run_dir / "checkpoint").iterdir()} >= {"model.safetensors", "manifest.json"}
 
     inputs = tmp_path / "x.npz"
