@@ -163,8 +163,7 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
     stopped = {"checkpoint": reports.checkpoints.last_id, "step": outcome.step}
     match outcome.reason:
         case "completed" if reports.checkpoints.final_id is not None:
-            return "succeeded", None, {"summary": outcome.summary, "checkpoint": reports.checkpoints.final_id,
-                                       "step": outcome.step}
+            return "succeeded", None, _result(outcome, reports.checkpoints.final_id)
         case "completed":
             return "failed", _internal_error("the run completed without reporting its final checkpoint"), None
         case "cancelled":
@@ -178,6 +177,15 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
         case "failed":
             log.error("job %s failed with an internal error", claimed.job_id, exc_info=outcome.error)
             return "failed", _internal_error(f"{type(outcome.error).__name__}: {outcome.error}"), None
+
+
+def _result(outcome: RunResult, checkpoint: str) -> dict[str, Any]:
+    """A succeeded job's result: the model's metrics (`summary`) and, beside them, the classical baseline
+    core fitted on the same splits (`baseline`, absent when the job turned it off)."""
+    summary = dict(outcome.summary)
+    baseline = summary.pop("baseline", None)
+    return {"summary": summary, "checkpoint": checkpoint, "step": outcome.step} | (
+        {"baseline": baseline} if baseline is not None else {})
 
 
 def _internal_error(message: str) -> dict[str, Any]:

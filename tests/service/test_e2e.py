@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -173,6 +174,15 @@ def test_job_runs_end_to_end(service: Service, tmp_path: Path) -> None:
     assert test_error == pytest.approx(job["result"]["summary"]["test"]["error"])
     reported = [m["value"] for m in metrics if m["split"] == "final_test" and m["key"] == "error"]
     assert reported == [pytest.approx(test_error)]
+
+    # beside the model's metrics, its classical baseline on the same splits: in the result, the event
+    # log and the final checkpoint's summary (the summary.json a `xmodal train` run writes)
+    baseline = job["result"]["baseline"]
+    assert {"method", "params", "validation", "test", "seconds"} <= set(baseline) and "baseline" not in job["result"]["summary"]
+    assert set(baseline["test"]) == set(job["result"]["summary"]["test"]) and set(baseline["validation"]) == {"error", "f1_error"}
+    assert [e["data"]["baseline"] for e in events if "baseline" in (e["data"] or {})] == [baseline]
+    manifest = json.loads((tmp_path / "checkpoint" / "manifest.json").read_text())
+    assert manifest["summary"]["baseline"] == baseline
 
 
 def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(service: Service) -> None:
