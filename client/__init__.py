@@ -21,10 +21,10 @@ from client.errors import (
     XModalClientError,
 )
 from client.http import RetryPolicy
-from client.types import Checkpoint, Download, ErrorInfo, Event, File, FileDeleted, Job, JobProgress, Metric, Page
+from client.types import Baseline, Checkpoint, Download, ErrorInfo, Event, File, FileDeleted, Job, JobProgress, Metric, Page
 
 __all__ = [
-    "APIConnectionError", "AuthenticationError", "BadRequestError", "Checkpoint", "ChecksumError", "Client",
+    "APIConnectionError", "AuthenticationError", "BadRequestError", "Baseline", "Checkpoint", "ChecksumError", "Client",
     "ConflictError", "Download", "ErrorInfo", "Event", "File", "FileDeleted", "Job", "JobProgress", "Metric",
     "NotFoundError", "Page", "RateLimitError", "RetryPolicy", "ServerError", "UnprocessableEntityError",
     "WaitTimeout", "XModalAPIError", "XModalClientError",

@@ -72,6 +72,20 @@ class JobProgress(_Record):
 
 
 @dataclass(frozen=True)
+class Baseline(_Record):
+    """The job's classical baseline, fitted on the job's own splits (`result.baseline`): compare its
+    `test` / `validation` metrics (lower is better, as the model's) with `result.summary`'s."""
+
+    method: str
+    params: dict[str, float]
+    metric: str
+    selection: str
+    validation: dict[str, float] | None
+    test: dict[str, float] | None
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Job(_Record):
     id: str
     status: JobStatus
@@ -100,6 +114,12 @@ class Job(_Record):
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def baseline(self) -> Baseline | None:
+        """The classical baseline of a succeeded job (None before, or when the job turned it off)."""
+        found = (self.result or {}).get("baseline")
+        return Baseline.from_dict(found) if found else None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 
 from cli.main import main
 from client import Job
-from client.display import StatusLine, job_line
+from client.display import StatusLine, job_line, outcome
 from tests.client.fakes import Server, error, file_json, job_json, page_json
 
 
@@ -127,6 +127,21 @@ def test_watch_prints_a_line_per_change_off_a_tty_and_exits_0_on_success(
     assert captured.out == "ftjob-1 succeeded in 1m35s; checkpoint ftckpt-1\n"
     metric_queries = [dict(r.url.params) for r in server.requests if r.url.path.endswith("/metrics")]
     assert metric_queries[1] == {"key": "loss", "split": "train", "after": "1", "limit": "100"}
+
+
+BASELINE = {"method": "logistic_regression", "params": {"C": 0.1}, "metric": "error", "selection": "error on the "
+            "validation split", "validation": {"error": 0.1}, "test": {"error": 0.25}, "seconds": 0.4, "notes": []}
+
+
+def test_the_outcome_sets_the_model_beside_its_baseline() -> None:
+    result = {"checkpoint": "ftckpt-1", "summary": {"test": {"error": 0.125}}, "baseline": BASELINE}
+    job = Job.from_dict(job_json(status="succeeded", result=result))
+    assert job.baseline is not None and job.baseline.params == {"C": 0.1} and job.baseline.test == {"error": 0.25}
+    assert outcome(job) == ("ftjob-1 succeeded; checkpoint ftckpt-1; test error 0.125 vs baseline "
+                            "logistic_regression 0.25 (model better)")
+    worse = Job.from_dict(job_json(status="succeeded", result={**result, "summary": {"test": {"error": 0.5}}}))
+    assert outcome(worse).endswith("(baseline better)")
+    assert Job.from_dict(job_json(status="succeeded", result={"checkpoint": "ftckpt-1"})).baseline is None
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
