@@ -93,9 +93,12 @@ def finish_with_checkpoint(job_id: str, settings: Settings, test_error: float) -
                                  bytes=ref.size, metrics={"error": test_error}, final=True)
         events.append(session, job_id, stage="evaluate", message=f"checkpoint {row.id} saved at step 20",
                       data={"checkpoint": row.id, "step": 20, "final": True})
-        summary = {"task": "classification", "steps": 20, "test": {"error": test_error}}
+        summary = {"task": "classification", "steps": 20, "validation": {"error": 0.2}, "test": {"error": test_error}}
+        baseline = {"method": "logistic_regression", "params": {"C": 0.1}, "metric": "error",
+                    "selection": "error on the validation split", "validation": {"error": 0.125},
+                    "test": {"error": 0.375}, "seconds": 0.5, "notes": ["stopped at 200 iterations"]}
         assert jobs.finish(session, job_id, WORKER, "succeeded", result={"checkpoint": row.id, "step": 20,
-                                                                          "summary": summary})
+                                                                          "summary": summary, "baseline": baseline})
         return row.id
 
 
@@ -235,6 +238,18 @@ def test_dashboard_follows_a_running_job(server: str, settings: Settings, browse
     assert "0.25" in page.inner_text("#final-metrics")
     stages = page.locator("#timeline .stage").evaluate_all("nodes => nodes.map(node => node.dataset.stage)")
     assert stages == ["setup", "refine", "evaluate"]
+    # beside the final metrics, the job's classical baseline: which is better on test, and on validation
+    page.wait_for_selector('#baseline-section[data-better="model"]', timeout=WAIT_MS)
+    assert page.inner_text("#baseline-verdict") == "The model beats the baseline on test error: model 0.2500, baseline 0.3750."
+    assert page.locator("#baseline tr.baseline-baseline td").all_inner_texts() == [
+        "baseline: logistic_regression (C=0.1)", "0.1250", "0.3750"]
+    assert page.locator("#baseline tr.baseline-model td").all_inner_texts() == ["model", "0.2000", "0.2500"]
+    assert page.locator("#baseline th").all_inner_texts() == ["", "validation error", "test error"]
+    # marked better: the model on test, the baseline on validation
+    assert page.locator("#baseline tr.baseline-model td.better").all_inner_texts() == ["0.2500"]
+    assert page.locator("#baseline tr.baseline-baseline td.better").all_inner_texts() == ["0.1250"]
+    assert "selected by error on the validation split" in page.inner_text("#baseline-notes")
+    screenshot(page, "dashboard-job-baseline.png")
     with page.expect_download(timeout=WAIT_MS) as downloading:
         page.click(f'button.download[data-checkpoint-id="{checkpoint_id}"]')
     assert downloading.value.suggested_filename == f"{checkpoint_id}.tar"

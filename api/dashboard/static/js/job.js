@@ -1,7 +1,8 @@
 // One job: facts and progress, stage timeline, live curves per metric (a series per split),
-// final metrics, checkpoints with downloads, and the event log.
+// final metrics beside the classical baseline, checkpoints with downloads, and the event log.
 
 import { api, download, follow, listAll, requireKey } from "./api.js";
+import { renderBaseline } from "./baseline.js";
 import { LineChart } from "./charts.js";
 import { FINISHED, bytes, clear, duration, el, jobDuration, methodOf, number, progressBar, showError, statusBadge, when } from "./format.js";
 
@@ -31,6 +32,7 @@ function renderJob() {
   const problem = document.getElementById("job-error");
   problem.hidden = !job.error;
   if (job.error) problem.textContent = `${job.error.code}: ${job.error.message}`;
+  renderBaseline(job);
 }
 
 async function pollJob() {
