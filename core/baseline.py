@@ -34,7 +34,7 @@ from core.config import SELECTION_METRIC, TaskType
 from core.data.prepare import PreparedData, Split
 from core.modeling.tasks import compute_metrics
 
-LOGISTIC_C = (0.01, 0.1, 1.0)
+LOGISTIC_C = (1e-4, 1e-3, 0.01, 0.1, 1.0)
 RIDGE_ALPHA = (1.0, 10.0, 100.0, 1000.0)
 NEAREST_NEIGHBOUR_ROWS = 2000
 """1-NN is a candidate up to this many train rows: beyond it, a linear model is the fairer baseline

@@ -93,7 +93,10 @@ class JobObject(BaseModel):
     started_at: int | None
     finished_at: int | None
     error: ErrorDetail | None
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None = Field(description="once finished: `summary` (the model's validation and test "
+                                                      "metrics, lower is better), `baseline` (a classical model fitted "
+                                                      "on the same splits and scored with the same metrics: `method`, "
+                                                      "`params`, `validation`, `test`, `seconds`), `checkpoint`, `step`")
     organization_id: str = Field(description="the owner's id")
     fine_tuned_model: str | None = Field(description="the final checkpoint's id once succeeded: download it "
                                                      "from …/checkpoints/{id}/content")
