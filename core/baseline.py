@@ -161,11 +161,11 @@ def fit_baseline(data: PreparedData, seconds: float, seed: int = 0, metric: str 
     """Fit, select and evaluate the baseline on `data`'s splits within about `seconds`."""
     clock, task, notes = _Clock(seconds), data.task, []
     metric = metric or SELECTION_METRIC[task]
-    rng = np.random.default_rng(seed)
     x_all, y_all = flatten(data.train)
     tried = candidates(task, len(x_all))
-    folds = 1 if data.validation is not None else CV_FOLDS
-    x, y, features = _subsample(x_all, y_all, seconds, len(tried) * folds + 1, rng, notes)
+    cross_validate = data.validation is None
+    fits = len(tried) * CV_FOLDS + 1 if cross_validate else len(tried)  # CV refits the chosen one on all rows
+    x, y, features = _subsample(x_all, y_all, seconds, fits, np.random.default_rng(seed), notes)
     scaler = StandardScaler().fit(x)
     x = scaler.transform(x)
 
@@ -176,35 +176,40 @@ def fit_baseline(data: PreparedData, seconds: float, seed: int = 0, metric: str 
     def evaluate(estimator: Estimator, xs: np.ndarray, ys: np.ndarray) -> dict[str, float]:
         return compute_metrics(task, predict(estimator, task, xs, data.target_shape), ys)
 
-    validation = design(data.validation) if data.validation is not None else None
+    validation = None if cross_validate else design(data.validation)
 
-    def selection_score(candidate: Candidate) -> tuple[float, bool]:
-        if validation is not None:
-            estimator, capped = fit(candidate, x, y, task)
-            return _score(evaluate(estimator, *validation), metric), capped
+    def on_validation(candidate: Candidate) -> tuple[float, Estimator | None, bool]:
+        estimator, capped = fit(candidate, x, y, task)
+        return _score(evaluate(estimator, *validation), metric), estimator, capped
+
+    def by_cross_validation(candidate: Candidate) -> tuple[float, Estimator | None, bool]:
         scores, capped = [], False
         for fit_rows, held in KFold(CV_FOLDS, shuffle=True, random_state=seed).split(x):
             estimator, stopped = fit(candidate, x[fit_rows], y[fit_rows], task)
             scores.append(_score(evaluate(estimator, x[held], y[held]), metric))
             capped |= stopped
-        return float(np.mean(scores)), capped
+        return float(np.mean(scores)), None, capped
 
+    select = by_cross_validation if cross_validate else on_validation
     scored: list[dict[str, Any]] = []
+    best, final = 0, None
     for index, candidate in enumerate(tried):
-        if index and not clock.room_for(2):  # this candidate, then the final refit
+        if index and not clock.room_for(1 + cross_validate):
             notes.append(f"time cap: {len(tried) - index} of {len(tried)} candidates not tried")
             break
-        score, capped = clock.timed(lambda candidate=candidate: selection_score(candidate))
+        score, estimator, capped = clock.timed(lambda candidate=candidate: select(candidate))
         scored.append({"method": candidate.method, "params": candidate.params, "score": score})
         if capped:
             notes.append(f"{candidate.method} {candidate.params} stopped at {MAX_ITER} iterations")
-    best = tried[min(range(len(scored)), key=lambda i: scored[i]["score"])]
-    final, _ = fit(best, x, y, task)
+        if score < scored[best]["score"] or index == 0:
+            best, final = index, estimator
+    if final is None:
+        final, _ = fit(tried[best], x, y, task)
     return BaselineResult(
-        method=best.method, params=best.params,
-        selection=(f"{metric} on the validation split" if validation is not None
-                   else f"{metric} by {CV_FOLDS}-fold cross-validation on train (the job has no validation split)"),
-        metric=metric, validation=evaluate(final, *validation) if validation is not None else None,
+        method=tried[best].method, params=tried[best].params,
+        selection=(f"{metric} by {CV_FOLDS}-fold cross-validation on train (the job has no validation split)"
+                   if cross_validate else f"{metric} on the validation split"),
+        metric=metric, validation=None if validation is None else evaluate(final, *validation),
         test=evaluate(final, *design(data.test)) if data.test is not None else None,
         seconds=round(clock.elapsed(), 3), train_rows=len(x_all), train_rows_used=len(x),
         features=x_all.shape[1], features_used=x.shape[1], candidates=scored, notes=notes)

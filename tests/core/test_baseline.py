@@ -73,14 +73,14 @@ def test_without_validation_split_selects_by_cross_validation(tmp_path):
 
 def test_rows_are_subsampled_to_fit_the_cap(tmp_path):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((6000, 1, 400)).astype(np.float32)
-    y = (x[:, 0, 0] > 0).astype(np.int64)
+    y = rng.integers(0, 2, 6000)
+    x = (rng.standard_normal((6000, 1, 400)) + 0.2 * (2 * y - 1)[:, None, None]).astype(np.float32)
     np.savez(tmp_path / "big.npz", x=x[:5000], y=y[:5000], x_test=x[5000:], y_test=y[5000:])
     data = prepare_data(parse_config({}), tmp_path / "big.npz")
     capped = baseline.fit_baseline(data, seconds=0.05)
     assert capped.train_rows == 4500 and capped.train_rows_used < 200
     assert any("train rows" in note for note in capped.notes)
-    assert capped.seconds < 2.0 and capped.test["error"] < 0.45  # still a fitted model, on fewer rows
+    assert capped.seconds < 2.0 and capped.test["error"] < 0.2  # still a fitted model, on fewer rows
     roomy = baseline.fit_baseline(data, seconds=600.0)
     assert roomy.train_rows_used == 4500 and not any("train rows" in note for note in roomy.notes)
 
@@ -114,7 +114,7 @@ def test_no_candidate_starts_past_the_cap(tmp_path, monkeypatch):
     result = baseline.fit_baseline(data, seconds=0.5)
     assert [c["params"] for c in result.candidates] == [{"k": 0.0}]
     assert "time cap: 3 of 4 candidates not tried" in result.notes
-    assert result.seconds < 0.5 + 3 * Slow.SECONDS  # one selection fit and the refit, not all four
+    assert result.seconds < 0.5 + 3 * Slow.SECONDS  # one fit, not all four
 
 
 def test_comparison_says_which_is_better():
