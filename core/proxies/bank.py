@@ -77,8 +77,12 @@ class SourceTokenBank:
 
 
 def resolve_proxy_name(proxy: str, body: Body) -> str:
-    """`auto` follows the body's pretraining modality; a text proxy needs a text body."""
-    name = ("wordnet" if body.kind == "text" else "fashion-mnist") if proxy == "auto" else proxy
+    """A named proxy, checked against the body: a text proxy needs a text body. `auto` is no name here:
+    the recipes measure it into one first (`core.methods.proxy_setup.proxy_for`)."""
+    name = proxy
+    if name == "auto":
+        raise ConfigError("proxy auto must be chosen (core.methods.proxy_setup.proxy_for) before the proxy loads",
+                          field="alignment.proxy")
     if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
         raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
     return name

@@ -41,7 +41,8 @@ class FakeRunner:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, config: Any, train_path: Path, out_dir: Path, *, validation_path: Path | None = None,
-                 callbacks: Sequence[Callback] = (), resume_from: Path | None = None) -> RunResult:
+                 callbacks: Sequence[Callback] = (), resume_from: Path | None = None,
+                 model_roots: Sequence[Path] = ()) -> RunResult:
         cb = CallbackList(list(callbacks))
         out_dir.mkdir(parents=True, exist_ok=True)
         start = json.loads((resume_from / "state.json").read_text())["step"] if resume_from else 0
