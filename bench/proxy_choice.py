@@ -1,7 +1,7 @@
 """What `alignment.proxy: auto` measures on real rows: every candidate's OTDD, the choice, the seconds.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/proxy_choice.py DATA.npz [DATA.npz ...] [--body minilm-l6]
-        [--model-root DIR] [--seed 0] [--threads 1]
+        [--model-root DIR] [--seed 0] [--tokens 64] [--threads 1]
 
 For each dataset: an ORCA run is built (body, embedder, data) as a job would build it, and the
 proxy choice runs once, as the first stage does. Each dataset is measured twice in a fresh cache
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-def measure(data: Path, body: str, model_roots: list[Path], seed: int) -> dict:
+def measure(data: Path, body: str, model_roots: list[Path], seed: int, tokens: int) -> dict:
     import torch
 
     from core.callbacks import Callback, Event
@@ -36,14 +36,14 @@ def measure(data: Path, body: str, model_roots: list[Path], seed: int) -> dict:
 
     events = Events()
     config = parse_config({"method": "orca", "body": {"name": body}, "alignment": {"proxy": "auto"},
-                           "training": {"seed": seed}})
+                           "training": {"seed": seed}, "embedder": {"target_seq_len": tokens}})
     with tempfile.TemporaryDirectory() as out:
         run = build_run(config, data, Path(out), None, [events], torch.device("cpu"), model_roots)
         start = time.perf_counter()
         chosen = proxy_for(run)
         seconds = time.perf_counter() - start
     skipped = {e["proxy_candidate"]: e["skipped"] for e in events.data if "skipped" in e}
-    return {"data": data.stem, "body": body, "seed": seed, "chosen": chosen, "seconds": round(seconds, 2),
+    return {"data": data.stem, "body": body, "seed": seed, "tokens": tokens, "chosen": chosen, "seconds": round(seconds, 2),
             "otdd": {Path(k).name: round(v, 4) for k, v in next(e for e in events.data if "distances" in e)
                      ["distances"].items()},
             "per_candidate_seconds": {Path(e["proxy_candidate"]).name: round(e["seconds"], 2)
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--body", default="minilm-l6")
     parser.add_argument("--model-root", action="append", default=[], type=Path)
     parser.add_argument("--seed", type=int, default=0, help="training.seed: the target embedder's init")
+    parser.add_argument("--tokens", type=int, default=64, help="embedder.target_seq_len")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     import torch
@@ -66,7 +67,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:
             os.environ["XMODAL_CACHE_DIR"] = cache
             for label in ("cold", "warm"):
-                print(json.dumps({"pass": label, **measure(data, args.body, args.model_root, args.seed)}), flush=True)
+                print(json.dumps({"pass": label, **measure(data, args.body, args.model_root, args.seed, args.tokens)}), flush=True)
 
 
 if __name__ == "__main__":

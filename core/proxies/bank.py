@@ -82,13 +82,12 @@ class SourceTokenBank:
 def resolve_proxy_name(proxy: str, body: Body) -> str:
     """A named proxy, checked against the body: a text proxy needs a text body. `auto` is no name here:
     the recipes measure it into one first (`core.methods.proxy_setup.proxy_for`)."""
-    name = proxy
-    if name == "auto":
+    if proxy == "auto":
         raise ConfigError("proxy auto must be chosen (core.methods.proxy_setup.proxy_for) before the proxy loads",
                           field="alignment.proxy")
-    if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
-        raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
-    return name
+    if proxy.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
+        raise ConfigError(f"proxy {proxy!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
+    return proxy
 
 
 def load_raw_proxy(name: str, samples: int) -> tuple[list[str] | np.ndarray, np.ndarray]:
