@@ -74,7 +74,7 @@ def choose(run: Run) -> str:
     results = []
     for name in choice.candidate_proxies(run.model_roots):
         result = choice.measure(name, run.body, target, run.config.embedder.target_seq_len, run.device,
-                                cfg.epsilon, inner)
+                                cfg.epsilon, inner, run.model_roots)
         if result.distance is None:
             run.event(f"proxy auto: {name} skipped: {result.skipped}", level="warning", proxy_candidate=name,
                       skipped=result.skipped)

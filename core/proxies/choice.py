@@ -21,6 +21,7 @@ import torch
 
 from core.alignment.otdd import otdd_value_only
 from core.errors import ConfigError, DatasetError
+from core.model_refs import check_proxy_allowed
 from core.modeling.bodies import Body
 from core.proxies.bank import TEXT_PROXIES, load_proxy_features
 
@@ -40,19 +41,21 @@ class Measured:
 
 
 def candidate_proxies(model_roots: Iterable[Path]) -> list[str]:
-    """The built-in proxies, then `<root>/proxies/*.npz` of each model root (absolute paths)."""
-    found = [str(path.resolve()) for root in model_roots for path in sorted(Path(root).glob(f"{PROXY_FOLDER}/*.npz"))
-             if path.is_file()]
+    """The built-in proxies, then `<root>/proxies/*.npz` of each model root (absolute, links not followed)."""
+    found = [str(path) for root in model_roots for path in sorted(Path(root).absolute().glob(f"{PROXY_FOLDER}/*.npz"))]
     return [*BUILT_IN, *dict.fromkeys(found)]
 
 
 def measure(name: str, body: Body, target: tuple[torch.Tensor, torch.Tensor], target_seq_len: int,
-            device: torch.device, epsilon: float, inner: str) -> Measured:
-    """OTDD between `SAMPLES` examples of proxy `name` and the (features, labels) target."""
+            device: torch.device, epsilon: float, inner: str, model_roots: Iterable[Path] = ()) -> Measured:
+    """OTDD between `SAMPLES` examples of proxy `name` and the (features, labels) target. A file must
+    lie inside a model root once links are followed, as a named proxy file must (`core.model_refs`)."""
     start = time.perf_counter()
     if name in TEXT_PROXIES and body.kind != "text":
         return Measured(name, None, 0.0, f"a text proxy; body {body.name!r} is a vision model")
     try:
+        if name not in BUILT_IN:
+            check_proxy_allowed(name, model_roots)
         bank = load_proxy_features(name, body, SAMPLES, target_seq_len, device)
     except (DatasetError, ConfigError) as exc:
         return Measured(name, None, time.perf_counter() - start, exc.message)

@@ -65,12 +65,15 @@ def test_a_labelled_npz_under_a_model_root_is_a_candidate(tmp_path):
     copy.write_bytes(data.read_bytes())
     series = root / "proxies" / "series.npz"  # 1D samples: no image proxy for a vision body
     np.savez(series, x=np.zeros((20, 1, 16), np.float32), y=np.arange(20) % 2)
+    escape = root / "proxies" / "escape.npz"  # a link out of the root is refused, as a named proxy file is
+    escape.symlink_to(data)
     log = StepLog()
     run = swin_run(data, tmp_path / "run", log, model_roots=[root])
-    assert proxy_for(run) == str(copy.resolve())  # the target's own samples are nearer than any built-in
+    assert proxy_for(run) == str(copy)  # the target's own samples are nearer than any built-in
     measured, skipped, _ = proxy_events(log)
-    assert set(measured) == {"fashion-mnist", "digits", str(copy.resolve())}
-    assert set(skipped) == {"wordnet", str(series.resolve())} and "image" in skipped[str(series.resolve())]
+    assert set(measured) == {"fashion-mnist", "digits", str(copy)}
+    assert set(skipped) == {"wordnet", str(series), str(escape)}
+    assert "image" in skipped[str(series)] and "not allowed" in skipped[str(escape)]
 
 
 def test_an_explicit_proxy_is_not_measured(tmp_path, monkeypatch):
