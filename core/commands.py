@@ -72,7 +72,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = run(config, Path(args.data), out_dir, validation_path=Path(args.validation) if args.validation else None,
                      callbacks=[recorder] + ([bar] if bar else []),
-                     resume_from=Path(args.resume) if args.resume else None)
+                     resume_from=Path(args.resume) if args.resume else None,
+                     model_roots=[Path(root) for root in args.model_root])
     finally:
         recorder.close()
         if bar:
@@ -117,6 +118,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
     train.add_argument("--resume", help="checkpoint directory to resume from")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--model-root", action="append", default=[], metavar="DIR",
+                       help="a model root whose proxies/*.npz `alignment.proxy: auto` also measures (repeatable)")
     train.set_defaults(func=_train)
 
     predict = subparsers.add_parser("predict", help="predict with a checkpoint directory")

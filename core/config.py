@@ -59,7 +59,8 @@ class AlignmentConfig(Section):
     epochs: int = Field(60, ge=0, le=10_000, description="embedder-alignment epochs; 0 skips the stage")
     maxsamples: int = Field(64, ge=2, le=100_000, description="target samples per alignment step")
     proxy: str = Field("auto", min_length=1, max_length=512,
-                       description="auto | wordnet | fashion-mnist | digits | path to a labelled .npz")
+                       description="auto (the candidate nearest the target by OTDD, <model_root>/proxies/*.npz "
+                                   "included) | wordnet | fashion-mnist | digits | path to a labelled .npz")
     proxy_samples: int = Field(5000, ge=10, le=100_000)
     lr: float | None = Field(None, gt=0, le=10, description="default: 10x the training lr")
     epsilon: float = Field(0.1, gt=0, le=100, description="entropic regularisation of Sinkhorn")

@@ -36,7 +36,8 @@ def pick_device() -> torch.device:
 
 
 def build_run(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
-              callbacks: Sequence[Callback], device: torch.device | None = None) -> Run:
+              callbacks: Sequence[Callback], device: torch.device | None = None,
+              model_roots: Sequence[Path] = ()) -> Run:
     torch.manual_seed(config.training.seed)
     data = prepare_data(config, Path(train_path), Path(validation_path) if validation_path else None)
     spec = ModelSpec(task=data.task, input_shape=data.input_shape, target_shape=data.target_shape,
@@ -45,7 +46,8 @@ def build_run(config: JobConfig, train_path: Path, out_dir: Path, validation_pat
     device = device or pick_device()
     body.source_embedding.to(device)
     run = Run(config=config, data=data, spec=spec, model=model.to(device), body=body, device=device,
-              out_dir=Path(out_dir), callbacks=CallbackList(list(callbacks)), total_steps=0)
+              out_dir=Path(out_dir), callbacks=CallbackList(list(callbacks)), total_steps=0,
+              model_roots=tuple(Path(root) for root in model_roots))
     recipe = recipe_for(config.method)
     run.final_stage_from = sum(stage.steps(config, len(data.train)) for stage in recipe.stages)
     run.total_steps = run.final_stage_from + refine_total_steps(run)
@@ -98,8 +100,9 @@ def finish(run: Run) -> dict:
 
 
 def _train(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
-           callbacks: Sequence[Callback], resume_from: Path | None, device: torch.device | None) -> RunResult:
-    run = build_run(config, train_path, out_dir, validation_path, callbacks, device)
+           callbacks: Sequence[Callback], resume_from: Path | None, device: torch.device | None,
+           model_roots: Sequence[Path]) -> RunResult:
+    run = build_run(config, train_path, out_dir, validation_path, callbacks, device, model_roots)
     if resume_from is not None:
         run.restore(Path(resume_from))
         run.event(f"resumed from step {run.position.step}", checkpoint=str(resume_from),
@@ -118,13 +121,14 @@ def _train(config: JobConfig, train_path: Path, out_dir: Path, validation_path: 
 
 def run(config: JobConfig, train_path: Path, out_dir: Path, *, validation_path: Path | None = None,
         callbacks: Sequence[Callback] = (), resume_from: Path | None = None,
-        device: torch.device | None = None) -> RunResult:
+        device: torch.device | None = None, model_roots: Sequence[Path] = ()) -> RunResult:
     """Run a whole job. `completed`, or the reason a callback gave to stop (after a checkpoint), or
-    `failed` with the exception the run raised (a `UserError` when the job or its data is at fault)."""
+    `failed` with the exception the run raised (a `UserError` when the job or its data is at fault).
+    `model_roots`: the deployment's model roots, where `alignment.proxy: auto` finds custom proxies."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(config, train_path, out_dir, validation_path, callbacks, resume_from, device)
+        return _train(config, train_path, out_dir, validation_path, callbacks, resume_from, device, model_roots)
     except Exception as exc:  # noqa: BLE001 - returned, not swallowed: the caller translates it
         log.debug("run failed", exc_info=True)
         return RunResult("failed", error=exc)

@@ -156,7 +156,8 @@ def _run(claimed: ClaimedJob, reports: JobReports, scratch: Path, settings: Sett
         resume_from = (extract_checkpoint(blobs.fetch(claimed.resume_sha256, inputs / "resume.tar"), scratch / "resume")
                        if claimed.resume_sha256 else None)
         outcome: RunResult = runner(config, train_path, scratch / "run", validation_path=validation_path,
-                                    callbacks=reports.callbacks(), resume_from=resume_from)
+                                    callbacks=reports.callbacks(), resume_from=resume_from,
+                                    model_roots=settings.model_roots)
         reports.metrics.flush()
     except Exception as exc:  # the worker's own part failed: mapped as a failed run is
         outcome = RunResult("failed", error=exc)

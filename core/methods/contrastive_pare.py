@@ -68,8 +68,10 @@ def contrastive_stage(run: Run) -> None:
     import torch
 
     from core.components.contrastive import contrastive_loss, noise_views, pair_weights
+    from core.methods.proxy_setup import proxy_for
     from core.training.optim import build_optimizer
 
+    proxy_for(run)  # `auto` measures the target through the embedder before this stage trains it
     cfg, training, pos = run.config.contrastive, run.config.training, run.position
     labels, vectors = labels_and_vectors(run)
     embedder, train = run.model.embedder, run.data.train

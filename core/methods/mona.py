@@ -48,12 +48,13 @@ def meta_train(run: Run) -> None:
 
     from core.components.meta import meta_gradient, sample_source_batch, source_batch
     from core.modeling.tasks import task_loss
+    from core.methods.proxy_setup import proxy_for
     from core.proxies.bank import FEATURE_TOKENS, load_source_tokens
     from core.training.optim import build_optimizer
 
     cfg, training = run.config.mona, run.config.training
     pos, model, data = run.position, run.model, run.data
-    bank = load_source_tokens(run.config.alignment.proxy, run.body, run.config.alignment.proxy_samples,
+    bank = load_source_tokens(proxy_for(run), run.body, run.config.alignment.proxy_samples,
                               run.config.embedder.target_seq_len, FEATURE_TOKENS, run.device)
     target_side = [*model.embedder.parameters(), *model.head.parameters()]
     for parameter in target_side:

@@ -14,34 +14,21 @@ from typing import TYPE_CHECKING
 from core.methods import Recipe, RecipeStage, register
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
     from core.config import JobConfig
     from core.training.run import Run
-
-
-def alignment_labels(run: Run) -> np.ndarray:
-    """Class labels, or k-means pseudo-labels on the targets of non-class tasks."""
-    from core.alignment import kmeans_pseudo_labels
-    from core.config import TaskType
-
-    y = run.data.train.y.numpy()
-    if run.spec.task == TaskType.classification:
-        return y
-    return kmeans_pseudo_labels(y.reshape(len(y), -1), k=run.config.alignment.pseudo_labels,
-                                seed=run.config.training.seed)
 
 
 def align(run: Run) -> None:
     import torch
 
     from core.alignment import build_objective
+    from core.methods.proxy_setup import alignment_labels, proxy_for
     from core.proxies.bank import load_proxy_features
     from core.training.optim import build_optimizer
 
     cfg, training = run.config.alignment, run.config.training
     epochs = run.config.alignment_epochs
-    bank = load_proxy_features(cfg.proxy, run.body, cfg.proxy_samples, run.config.embedder.target_seq_len,
+    bank = load_proxy_features(proxy_for(run), run.body, cfg.proxy_samples, run.config.embedder.target_seq_len,
                                run.device)
     objective = build_objective(cfg.objective, bank.features.to(run.device), bank.labels.to(run.device),
                                 epsilon=cfg.epsilon)

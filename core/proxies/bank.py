@@ -3,6 +3,7 @@
 - Text proxies on a text body: `body.source_embedding(input_ids=...)`, padded/truncated to a fixed
   number of tokens; padding is marked invalid so it is never picked, nor averaged, as a real token.
 - Image proxies on a vision body: the Swin patch embedding at the body's image size.
+- Array proxies (images included) are standardised per channel first, as every target is.
 - Array proxies on a text body (digits, a custom `.npz`): no pretrained embedding of their own exists,
   so a frozen embedder of our design built from a fixed seed stands in; they act as a
   class-structured target distribution rather than a pretrained-modality anchor.
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from core.config import TaskType
+from core.data.prepare import fit_normalisation
 from core.errors import ConfigError
 from core.modeling.bodies import Body
 from core.modeling.embedders import build_embedder
@@ -77,11 +80,14 @@ class SourceTokenBank:
 
 
 def resolve_proxy_name(proxy: str, body: Body) -> str:
-    """`auto` follows the body's pretraining modality; a text proxy needs a text body."""
-    name = ("wordnet" if body.kind == "text" else "fashion-mnist") if proxy == "auto" else proxy
-    if name.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
-        raise ConfigError(f"proxy {name!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
-    return name
+    """A named proxy, checked against the body: a text proxy needs a text body. `auto` is no name here:
+    the recipes measure it into one first (`core.methods.proxy_setup.proxy_for`)."""
+    if proxy == "auto":
+        raise ConfigError("proxy auto must be chosen (core.methods.proxy_setup.proxy_for) before the proxy loads",
+                          field="alignment.proxy")
+    if proxy.split(":", 1)[0] in TEXT_PROXIES and body.kind != "text":
+        raise ConfigError(f"proxy {proxy!r} is text; body {body.name!r} is a vision model", field="alignment.proxy")
+    return proxy
 
 
 def load_raw_proxy(name: str, samples: int) -> tuple[list[str] | np.ndarray, np.ndarray]:
@@ -124,7 +130,10 @@ def _text_bank(body: Body, texts: list[str], num_tokens: int) -> tuple[torch.Ten
 
 
 def _array_bank(body: Body, samples: np.ndarray, target_seq_len: int, device: torch.device) -> tuple[torch.Tensor, Embed]:
+    """Array samples are standardised per channel on their own statistics, as a target's are
+    (`core.data.prepare`), so that a proxy and a target of one kind enter the embedding alike."""
     x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    x = fit_normalisation(samples, np.zeros(len(samples)), TaskType.classification).apply_x(x)
     if body.kind == "vision":
         if x.dim() != 4:
             raise ConfigError("a vision body needs an image proxy (N, C, H, W)", field="alignment.proxy")
@@ -192,7 +201,7 @@ def load_proxy_features(proxy: str, body: Body, samples: int, target_seq_len: in
                         device: torch.device) -> ProxyFeatures:
     """Token means of `samples` proxy examples through the body's frozen input embedding, cached on disk."""
     name = resolve_proxy_name(proxy, body)
-    key = "|".join([name, _file_tag(name), _fingerprint(body), str(samples), str(target_seq_len), "v2"])
+    key = "|".join([name, _file_tag(name), _fingerprint(body), str(samples), str(target_seq_len), "v3"])
     path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
     if path.exists():
         stored = load_file(str(path))

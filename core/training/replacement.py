@@ -11,6 +11,7 @@ from torch import nn
 
 from core.components.patch_replacement import (PatchReplacementLoss, ReplacementModules, ReplacementSchedule,
                                                default_weight, replaced_count)
+from core.methods.proxy_setup import proxy_for
 from core.proxies.bank import LoopingLoader, load_source_tokens
 from core.training.refine import refine
 from core.training.run import Run
@@ -27,7 +28,7 @@ def build_replacement_loss(run: Run, scorer: type[nn.Module], detach_embedder: b
     """Source token bank (the `alignment.proxy`), scorer, source head, k0 and w for this run."""
     cfg, proxy, training = run.config.pare, run.config.alignment, run.config.training
     num_tokens = target_token_count(run)
-    bank = load_source_tokens(proxy.proxy, run.body, proxy.proxy_samples, run.config.embedder.target_seq_len,
+    bank = load_source_tokens(proxy_for(run), run.body, proxy.proxy_samples, run.config.embedder.target_seq_len,
                               num_tokens, run.device)
     source_tokens = bank.tokens(torch.zeros(1, dtype=torch.long), run.device)[0].shape[1]
     k0 = min(num_tokens // 2 if cfg.k0 is None else cfg.k0, num_tokens, source_tokens)

@@ -74,6 +74,7 @@ class Run:
     pending_states: dict[str, Any] = field(default_factory=dict)  # restored, not yet claimed by track_state
     pending_rng: dict[str, Any] | None = None  # restored just before the resumed loop continues
     stage_clock: tuple[float, int] | None = None  # (time, step) when the current stage began stepping
+    model_roots: tuple[Path, ...] = ()  # the deployment's model roots: `proxy: auto` looks in <root>/proxies
 
     # ---- reporting -------------------------------------------------------------------------
     def event(self, message: str, level: Level = "info", **data: Any) -> None:

@@ -68,7 +68,7 @@ def problem():
     model, body = build_model(config, ModelSpec(TaskType.classification, (1, 32), (), 3))
     model.double().eval()
     body.source_embedding.double()
-    bank = load_source_tokens("auto", body, 120, 64, 64, torch.device("cpu"))
+    bank = load_source_tokens("wordnet", body, 120, 64, 64, torch.device("cpu"))
     index = sample_source_batch(bank.labels, 12, torch.Generator().manual_seed(0))
     tokens, mask, grid = source_batch(bank, body, index, torch.device("cpu"))
     assert mask is not None and mask.shape == tokens.shape[:2] and not mask.all()  # padded glosses

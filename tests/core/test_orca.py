@@ -65,13 +65,14 @@ def test_orca_1d_classification_end_to_end(classification_1d, tmp_path):
 
 def test_alignment_lowers_the_otdd(classification_1d, tmp_path):
     """Every epoch measures the OTDD on the same targets (maxsamples covers every class), before its step;
-    the last value ends 6-19% below the first on seeds 0-4, and is unchanged when alignment does not learn."""
-    config = parse_config({**ORCA_1D, "alignment": {**ORCA_1D["alignment"], "epochs": 4, "maxsamples": 96},
+    the last of 8 ends 7-15% below the first on seeds 0-4 (with the digits proxy standardised like the
+    target; 4 epochs gave 1-10%), and is unchanged when alignment does not learn (lr ~0: ratio 1.0)."""
+    config = parse_config({**ORCA_1D, "alignment": {**ORCA_1D["alignment"], "epochs": 8, "maxsamples": 96},
                            "training": {**ORCA_1D["training"], "epochs": 0}})
     recorder = Recorder()
     core.run(config, classification_1d, tmp_path / "run", callbacks=[recorder])
     otdd = [m.value for m in recorder.metrics if m.split == "align" and m.key == "otdd_exact"]
-    assert len(otdd) == 4 and np.isfinite(otdd).all()
+    assert len(otdd) == 8 and np.isfinite(otdd).all()
     assert otdd[-1] < 0.97 * otdd[0], otdd
 
 

@@ -145,3 +145,14 @@ def test_the_worker_checks_again_before_loading(settings: Settings) -> None:
     assert execute_job(job_id, settings, runner) == "failed"
     assert load(job_id).error["code"] == "model_not_allowed"  # type: ignore[index]
     assert runner.calls == []
+
+
+def test_the_worker_hands_its_model_roots_to_the_run(settings: Settings, roots: dict[str, Path]) -> None:
+    """`alignment.proxy: auto` measures the labelled .npz files in <root>/proxies of each (core.proxies.choice)."""
+    from tests.service.test_worker import FakeRunner, submit
+    from worker.lifecycle import execute_job
+
+    _, job_id = submit(settings)
+    runner = FakeRunner()
+    assert execute_job(job_id, settings.model_copy(update={"model_roots": [roots["root"]]}), runner) == "succeeded"
+    assert runner.calls[0]["model_roots"] == [roots["root"]]

@@ -41,12 +41,14 @@ class FakeRunner:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, config: Any, train_path: Path, out_dir: Path, *, validation_path: Path | None = None,
-                 callbacks: Sequence[Callback] = (), resume_from: Path | None = None) -> RunResult:
+                 callbacks: Sequence[Callback] = (), resume_from: Path | None = None,
+                 model_roots: Sequence[Path] = ()) -> RunResult:
         cb = CallbackList(list(callbacks))
         out_dir.mkdir(parents=True, exist_ok=True)
         start = json.loads((resume_from / "state.json").read_text())["step"] if resume_from else 0
         self.calls.append({"train": train_path.read_bytes(), "validation": validation_path,
-                           "resume_step": start if resume_from else None, "method": config.method})
+                           "resume_step": start if resume_from else None, "method": config.method,
+                           "model_roots": list(model_roots)})
         cb.on_event(Event("setup", f"fake run from step {start}", data={"path": train_path}))
         if self.fail_with is not None:
             return RunResult("failed", error=self.fail_with)

@@ -78,3 +78,20 @@ def test_real_job_cancelled_mid_run_keeps_its_checkpoint(settings: Settings, mon
     assert job.result is not None and job.result["checkpoint"] is not None
     with session_scope() as s:
         assert checkpoints.get(s, owner_id, job_id, job.result["checkpoint"]) is not None
+
+
+def test_proxy_auto_reports_every_distance_and_the_choice_in_the_job_events(settings: Settings, tmp_path: Path) -> None:
+    """The worker hands its model roots to core: a labelled .npz in <root>/proxies is measured beside the built-ins."""
+    root = tmp_path / "models"
+    (root / "proxies").mkdir(parents=True)
+    custom = root / "proxies" / "own.npz"
+    custom.write_bytes(tiny_dataset())
+    owner_id, job_id = submit(settings, data=tiny_dataset())
+    set_config(job_id, {**TINY_CONFIG, "alignment": {**TINY_CONFIG["alignment"], "proxy": "auto"}})
+    assert execute_job(job_id, settings.model_copy(update={"model_roots": [root]})) == "succeeded", load(job_id).error
+    with session_scope() as s:
+        stored = [e.data for e in events.list_events(s, owner_id, job_id, limit=500).items if e.data]
+    measured = {d["proxy_candidate"]: d["otdd"] for d in stored if "otdd" in d and "proxy_candidate" in d}
+    assert set(measured) == {"wordnet", "fashion-mnist", "digits", str(custom)}
+    [chosen] = [d for d in stored if "distances" in d]
+    assert chosen["distances"] == measured and chosen["proxy"] == min(measured, key=measured.__getitem__)
