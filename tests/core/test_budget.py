@@ -81,10 +81,12 @@ class Ticks(Callback):
     def __init__(self, clock: Clock, stop_at: int | None = None) -> None:
         self.clock, self.log = clock, StepLog(stop_at)
         self.lrs: list[float] = []
+        self.etas: dict[int, float | None] = {}
 
     def on_progress(self, progress: Progress) -> None:
         self.clock.now += 1.0
         self.log.on_progress(progress)
+        self.etas[progress.step] = progress.eta_seconds
 
     def on_event(self, event: Event) -> None:
         self.log.on_event(event)
@@ -144,6 +146,9 @@ def test_the_deadline_ends_refine_and_the_job_still_completes(clock: Clock, clas
     # the last logged lr was set one tick (1/20 of the time) before the deadline: 95% of the time is 285 of
     # 300 steps, 255 of the 270 after warm-up, so 5.6% of the peak lr is left (without the deadline: 94%)
     assert ticks.lrs[-1] == pytest.approx(1e-3 * 15 / 270)
+    # the ETA is the deadline's, not the 300 - step seconds the auto step count would take (step n is
+    # reported at n - 1 s: the fake clock ticks after each report)
+    assert (ticks.etas[10], ticks.etas[20]) == (11.0, 1.0)
 
 
 def test_stage_one_gets_at_most_half_the_budget(clock: Clock, classification_1d: Path, tmp_path: Path) -> None:
