@@ -332,8 +332,13 @@ def summary_lines(cells: dict, rows: list[str]) -> list[str]:
     return lines
 
 
+def time_budgets(cells: dict) -> list[float]:
+    """The --budget-seconds values the cells ran with (none: step budgets)."""
+    return sorted({c["budget_s"] for c in cells.values() if c.get("budget_s")})
+
+
 def budget_rule(cells: dict) -> str:
-    budgets = sorted({c["budget_s"] for c in cells.values() if c.get("budget_s")})
+    budgets = time_budgets(cells)
     if not budgets:
         return BUDGET_RULE
     mixed = any("budget_s" not in c and "label" not in c for c in cells.values())
@@ -348,7 +353,10 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
     scales = sorted({c.get("scale") for c in cells.values() if c.get("scale") is not None})
     lines = [f"# Quality: cross-modal methods vs fine-tuning, scratch and classical baselines ({BODY} body, CPU)", ""]
     if smoke:
-        lines += ["> **SMOKE RUN.** Tiny step budget (scale " + ", ".join(f"{s:g}" for s in scales) + "), "
+        timed = time_budgets(cells)
+        budget = (f"time budget {', '.join(f'{t:g} s' for t in timed)}" if timed else
+                  "step budget (scale " + ", ".join(f"{s:g}" for s in scales) + ")")
+        lines += [f"> **SMOKE RUN.** Tiny {budget}, "
                   "seeds as listed: "
                   "this only shows that every cell of the pipeline runs end to end. **The numbers say nothing "
                   "about the quality of any method** and must not be compared or quoted.", ""]
@@ -373,7 +381,7 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
     for name in rows:
         row = ROWS[name]
         budgets = ", ".join(str(max(1, round(row["max_steps"] * s))) for s in scales)
-        timed = sorted({c["budget_s"] for k, c in cells.items() if k.startswith(f"{name}/") and c.get("budget_s")})
+        timed = time_budgets({k: c for k, c in cells.items() if k.startswith(f"{name}/")})
         budget = (f"wall-clock budget {', '.join(f'{t:g} s' for t in timed)} per job (no step cap)" if timed else
                   f"refine budget B = {row['max_steps']} x scale = {budgets} steps")
         lines.append(f"- **{name}**: {row['note']}; batch {row['batch']}, {budget}, AdamW lr {row['lr']:g}, linear warm-up 10% then linear decay, "
