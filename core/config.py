@@ -12,7 +12,7 @@ import json
 from enum import Enum
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, create_model, field_validator
@@ -71,9 +71,9 @@ MAX_TIME_BUDGET_SECONDS = 30 * 24 * 3600
 
 
 class TrainingConfig(Section):
-    epochs: int | Literal["auto"] = Field(
+    epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | Literal["auto"] = Field(
         "auto", description="refine epochs, or auto: the step count follows the train set size "
-                            "(3 epochs within 300..3000 optimizer steps; core.training.budget)")
+                            "(3 epochs of steps within a floor and a cap: core.training.budget)")
     time_budget_seconds: float | None = Field(
         None, gt=0, le=MAX_TIME_BUDGET_SECONDS,
         description="cap on the job's wall-clock seconds, set-up and stage 1 included; the lr anneals to 0 at "
