@@ -84,6 +84,7 @@ def refine(run: Run, loss_fn: LossFn | None = None,
     budget = budget_of(run)
     total = budget.steps
     optimizer = build_optimizer(model.parameters(), cfg, cfg.lr)
+    # time counts from refine's own start: until enter_stage, the run's clock is still the previous stage's
     scheduler = build_scheduler(optimizer, cfg, total,
                                 lambda: run.time_progress() if pos.stage == "refine" else 0.0)
     run.track_state("refine_optimizer", optimizer)
