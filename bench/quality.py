@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/quality.py [--rows darcy16,burgers,dna-oct4-mafk,digits,gunpoint]
                                       [--methods classical,finetune,scratch,orca,pare,mona,contrastive_pare]
-                                      [--seeds N] [--scale S | --budget-minutes M] [--out FILE] [--smoke]
+                                      [--seeds N] [--scale S | --budget-minutes M] [--budget-seconds T]
+                                      [--out FILE] [--smoke]
 
 Every cell is a test metric (lower is better: 0-1 error, or relative L2 for darcy16 / burgers), the
 wall time of the whole job (model load, data preparation, stage 1, refinement, final evaluation),
@@ -17,6 +18,12 @@ as in the seed papers, where stage 1 precedes the same fine-tuning. The steps co
 `B + stage-1` so the total is visible. ORCA's alignment epochs and MoNA's iterations are scaled
 with `--scale` like B; a contrastive epoch cannot be shortened (its step count follows the train
 set size and the batch size).
+
+Time budget (`--budget-seconds T`, at most 600): every model job gets the same wall-clock budget,
+`training.time_budget_seconds = T`, set-up and stage 1 included (core lets the stages before refine
+use at most half of it); refine has no step cap then (the deadline ends it, the lr annealed to 0 at
+the deadline), so every column gets the same time rather than the same steps. Stage-1 sizes stay as
+`--scale` sets them. Seeds: orca and scratch run 3 seeds on every row (at least; `--seeds` sets all).
 
 Finished cells are kept in a JSON file (gitignored, under bench/data/), keyed by row/method/seed,
 so runs of some rows or methods (in parallel processes, say) merge into one table. The table,
@@ -80,6 +87,12 @@ PROXY = {"proxy": "wordnet", "proxy_samples": 1000}
 ALIGN = {"epochs": 15, "maxsamples": 64}  # ORCA; objective default otdd_exact, lr 10x, step decay
 MONA = {"iterations": 10, "variant": "second_order"}  # other mona fields: defaults
 CONTRASTIVE = {"epochs": 1}  # other contrastive fields: defaults; pare section: defaults
+MULTI_SEED = ("orca", "scratch")  # the default method and its ablation: 3 seeds on every row
+MIN_SEEDS = 3
+MAX_BUDGET_SECONDS = 600.0
+TIME_RULE = ("Budget: the same wall-clock time T per job for every model method (training.time_budget_seconds; "
+             "set-up and stage 1 count inside it, stage 1 at most T/2); no refine step cap, the lr anneals to 0 "
+             "at the deadline. Steps are shown as `refine + stage-1`.")
 BUDGET_RULE = ("Budget: the same refine budget B = max_steps x scale for every model method of a row; stage-1 "
                "steps (ORCA alignment epochs, MoNA meta iterations, contrastive_pare contrastive batches; "
                "embedder/head only) come on top of B, as in the seed papers. Steps are shown as `B + stage-1`.")
@@ -136,15 +149,25 @@ def stage1_settings(scale: float) -> dict:
             "contrastive_pare": CONTRASTIVE["epochs"]}
 
 
-def job_config(name: str, method: str, scale: float, seed: int, lr: float | None = None) -> dict:
+def seeds_for(name: str, method: str, seeds: int | None) -> list[int]:
+    """`--seeds` for every cell when given; else the row's default, at least 3 for orca and scratch."""
+    if seeds:
+        return list(range(seeds))
+    return list(range(max(ROWS[name]["seeds"], MIN_SEEDS if method in MULTI_SEED else 1)))
+
+
+def job_config(name: str, method: str, scale: float, seed: int, lr: float | None = None,
+               budget_seconds: float | None = None) -> dict:
+    """One job: a step budget B (max_steps x scale), or with `budget_seconds` a wall-clock budget and no step cap."""
     row = dict(ROWS[name], **({"lr": lr} if lr else {}))
-    budget = max(1, round(row["max_steps"] * scale))
     stage1 = stage1_settings(scale)
+    budget = ({"time_budget_seconds": budget_seconds} if budget_seconds else
+              {"max_steps": max(1, round(row["max_steps"] * scale))})
     config: dict = {
         "method": "finetune" if method == "scratch" else method,
         "body": {"name": BODY, "pretrained": method != "scratch"},
         "embedder": {"target_seq_len": row["seq"]},
-        "training": {"epochs": 10_000, "max_steps": budget, "batch_size": row["batch"], "lr": row["lr"],
+        "training": {"epochs": 10_000, **budget, "batch_size": row["batch"], "lr": row["lr"],
                      "warmup_fraction": 0.1, "schedule": "linear", "seed": seed},
         "evaluation": {"validation_fraction": row["validation_fraction"]},
         # one checkpoint at the very end instead of one per epoch (gunpoint has 2 steps per epoch)
@@ -161,11 +184,12 @@ def job_config(name: str, method: str, scale: float, seed: int, lr: float | None
     return config
 
 
-def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | None = None) -> dict:
+def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | None = None,
+                budget_seconds: float | None = None) -> dict:
     from core.config import parse_config
     from core.runner import run
 
-    config = job_config(name, method, scale, seed, lr)
+    config = job_config(name, method, scale, seed, lr, budget_seconds)
     timer = StageTimer()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
@@ -179,7 +203,7 @@ def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | Non
     stage1 = {stage: steps for stage, steps in stages.items() if stage != "refine"}
     return {"value": result.summary["test"][ROWS[name]["metric"]], "wall_s": wall,
             "steps": result.summary["steps"], "refine_steps": refine_steps, "stage1_steps": sum(stage1.values()),
-            "stage1": stage1, "config": config}
+            "stage1": stage1, "budget_s": budget_seconds, "config": config}
 
 
 # ---- cells ------------------------------------------------------------------------------------
@@ -308,6 +332,20 @@ def summary_lines(cells: dict, rows: list[str]) -> list[str]:
     return lines
 
 
+def time_budgets(cells: dict) -> list[float]:
+    """The --budget-seconds values the cells ran with (none: step budgets)."""
+    return sorted({c["budget_s"] for c in cells.values() if c.get("budget_s")})
+
+
+def budget_rule(cells: dict) -> str:
+    budgets = time_budgets(cells)
+    if not budgets:
+        return BUDGET_RULE
+    mixed = any("budget_s" not in c and "label" not in c for c in cells.values())
+    return (TIME_RULE + f" T = {', '.join(f'{b:g} s' for b in budgets)}" +
+            (" — MIXED: some cells ran with a step budget" if mixed or len(budgets) > 1 else ""))
+
+
 def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, invocation_s: float | None) -> Path:
     if out.resolve() == PROTECTED.resolve():
         raise SystemExit(f"refusing to overwrite {PROTECTED} (the earlier run); pick another --out")
@@ -315,7 +353,10 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
     scales = sorted({c.get("scale") for c in cells.values() if c.get("scale") is not None})
     lines = [f"# Quality: cross-modal methods vs fine-tuning, scratch and classical baselines ({BODY} body, CPU)", ""]
     if smoke:
-        lines += ["> **SMOKE RUN.** Tiny step budget (scale " + ", ".join(f"{s:g}" for s in scales) + "), "
+        timed = time_budgets(cells)
+        budget = (f"time budget {', '.join(f'{t:g} s' for t in timed)}" if timed else
+                  "step budget (scale " + ", ".join(f"{s:g}" for s in scales) + ")")
+        lines += [f"> **SMOKE RUN.** Tiny {budget}, "
                   "seeds as listed: "
                   "this only shows that every cell of the pipeline runs end to end. **The numbers say nothing "
                   "about the quality of any method** and must not be compared or quoted.", ""]
@@ -329,7 +370,7 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
               ("Cells: **test metric, lower is better** (0-1 error; relative L2 for darcy16 and burgers; mean ± "
                "sample std over seeds when more than one), then wall time of the whole job (model load, data "
                "preparation, stage 1, refinement, final test evaluation; mean per run), optimizer steps "
-               "`refine + stage-1`, and the seeds."), "", f"**{BUDGET_RULE}**", "",
+               "`refine + stage-1`, and the seeds."), "", f"**{budget_rule(cells)}**", "",
               "| dataset (metric) | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name in rows:
         lines.append(f"| {name} ({ROWS[name]['metric']}) | " +
@@ -340,8 +381,10 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
     for name in rows:
         row = ROWS[name]
         budgets = ", ".join(str(max(1, round(row["max_steps"] * s))) for s in scales)
-        lines.append(f"- **{name}**: {row['note']}; batch {row['batch']}, refine budget B = {row['max_steps']} x "
-                     f"scale = {budgets} steps, AdamW lr {row['lr']:g}, linear warm-up 10% then linear decay, "
+        timed = time_budgets({k: c for k, c in cells.items() if k.startswith(f"{name}/")})
+        budget = (f"wall-clock budget {', '.join(f'{t:g} s' for t in timed)} per job (no step cap)" if timed else
+                  f"refine budget B = {row['max_steps']} x scale = {budgets} steps")
+        lines.append(f"- **{name}**: {row['note']}; batch {row['batch']}, {budget}, AdamW lr {row['lr']:g}, linear warm-up 10% then linear decay, "
                      f"clip 1.0, validation_fraction {row['validation_fraction']} (best-on-validation weights are "
                      f"tested; none: final weights); default seeds {row['seeds']}")
     for scale in scales:
@@ -383,13 +426,17 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--methods", default=",".join(COLUMNS))
     parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per row (0..N-1); default per row: 3 for darcy16 and dna-oct4-mafk, 1 otherwise")
+                        help="seeds per cell (0..N-1) for every method; default: 3 for orca and scratch on every row, "
+                             "and for the other methods 3 on darcy16 and dna-oct4-mafk, 1 otherwise")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="scale every row's budget so the model runs fit about this many minutes "
                              "(estimated at 4 min per method-row-seed at scale 1)")
     parser.add_argument("--scale", type=float, default=None,
                         help="multiply every row's refine budget (and ORCA/MoNA stage 1) by this "
                              "(overrides --budget-minutes)")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help=f"the same wall-clock budget per model job (training.time_budget_seconds, stage 1 "
+                             f"included; at most {MAX_BUDGET_SECONDS:g}); no refine step cap then")
     parser.add_argument("--lr", type=float, default=None, help="override every row's peak lr")
     parser.add_argument("--smoke", action="store_true",
                         help="label the output as a smoke run; default cells/out become the *_smoke files")
@@ -408,8 +455,10 @@ def main() -> None:
     unknown = [r for r in rows if r not in ROWS] + [m for m in methods if m not in COLUMNS]
     if unknown:
         parser.error(f"unknown row(s)/method(s): {unknown}")
-    seeds = {name: list(range(args.seeds or ROWS[name]["seeds"])) for name in rows}
-    model_runs = sum(len(seeds[name]) for name in rows) * len([m for m in methods if m != "classical"])
+    if args.budget_seconds is not None and not 0 < args.budget_seconds <= MAX_BUDGET_SECONDS:
+        parser.error(f"--budget-seconds must be in (0, {MAX_BUDGET_SECONDS:g}], got {args.budget_seconds:g}")
+    seeds = {(name, method): seeds_for(name, method, args.seeds) for name in rows for method in methods}
+    model_runs = sum(len(s) for (name, method), s in seeds.items() if method != "classical")
     scale = 1.0
     if args.budget_minutes and model_runs:
         scale = min(4.0, args.budget_minutes / (4.0 * model_runs))
@@ -423,14 +472,14 @@ def main() -> None:
     started, ran_any = time.perf_counter(), False
     env = environment()  # load average at the start of this invocation
     print(f"rows {rows}, methods {methods}, seeds {seeds}, step scale {scale:.3f}; {env}", flush=True)
-    print(BUDGET_RULE, flush=True)
+    print(TIME_RULE + f" T = {args.budget_seconds:g} s" if args.budget_seconds else BUDGET_RULE, flush=True)
     stage1 = stage1_settings(scale)
     print(f"stage 1 at this scale: orca alignment epochs {stage1['orca']}, mona iterations {stage1['mona']} "
           f"(variant {MONA['variant']}), contrastive epochs {stage1['contrastive_pare']}; proxy {PROXY}", flush=True)
     for name in rows if methods else []:
         path = dataset_path(name)
         for method in methods:
-            for seed in [None] if method == "classical" else seeds[name]:
+            for seed in [None] if method == "classical" else seeds[(name, method)]:
                 stamp = dt.datetime.now().isoformat(timespec="seconds")
                 try:
                     if method == "classical":
@@ -439,7 +488,7 @@ def main() -> None:
                             label, value = classical(name, dict(data))
                         cell = {"value": value, "label": label, "wall_s": time.perf_counter() - start}
                     else:
-                        cell = cross_modal(name, method, scale, seed, args.lr)
+                        cell = cross_modal(name, method, scale, seed, args.lr, args.budget_seconds)
                 except Exception as exc:  # noqa: BLE001 - keep going: one broken method must not lose the other cells
                     cell = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
                     print(cell["traceback"], file=sys.stderr, flush=True)

@@ -10,7 +10,8 @@ A method is one recipe file; nothing else in xmodal names it. In that file (torc
 1. Declare the method's own config section, if it has one: a `core.sections.Section` subclass.
 2. Write each stage before refine as a function of the run (`core.training.run.Run`): track the
    state to checkpoint (`run.track_state`), `run.enter_stage(name, message)`, loop while
-   `run.position.stage_epoch` is below the stage's epochs, call `run.step_done()` after every
+   `run.position.stage_epoch` is below the stage's epochs and `not run.out_of_time()` (a time budget's
+   deadline ends the stage like its last epoch), call `run.step_done()` after every
    optimizer step, `run.finish_epoch()` after every epoch, and `run.save_checkpoint()` at the end.
    Draw randomness only from `run.epoch_generator` / `run.batch_generator`. Import torch and the
    components inside the function.

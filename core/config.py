@@ -12,10 +12,10 @@ import json
 from enum import Enum
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from core import methods
 from core.errors import ConfigError
@@ -67,8 +67,18 @@ class AlignmentConfig(Section):
     pseudo_labels: int = Field(10, ge=2, le=1000, description="k-means k for targets without classes")
 
 
+MAX_EPOCHS = 10_000
+MAX_TIME_BUDGET_SECONDS = 30 * 24 * 3600
+
+
 class TrainingConfig(Section):
-    epochs: int = Field(10, ge=0, le=10_000)
+    epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | Literal["auto"] = Field(
+        "auto", description="refine epochs, or auto: the step count follows the train set size "
+                            "(3 epochs of steps within a floor and a cap: core.training.budget)")
+    time_budget_seconds: float | None = Field(
+        None, gt=0, le=MAX_TIME_BUDGET_SECONDS,
+        description="cap on the job's wall-clock seconds, set-up and stage 1 included; the lr anneals to 0 at "
+                    "the deadline and the job then ends normally (validation, best weights, test, checkpoint)")
     max_steps: int | None = Field(None, ge=1, le=10_000_000, description="cap on optimizer steps")
     batch_size: int = Field(32, ge=1, le=65_536)
     grad_accumulation: int = Field(1, ge=1, le=1024)
@@ -80,6 +90,16 @@ class TrainingConfig(Section):
     clip_grad_norm: float | None = Field(1.0, gt=0, le=1e6)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype on CUDA")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _auto_or_epochs(cls, value: Any) -> Any:
+        """One clear message for junk (a plain union would report one error per member)."""
+        if value == "auto" and isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_EPOCHS:
+            return value
+        raise ValueError(f"expected 'auto' or an integer number of epochs from 0 to {MAX_EPOCHS}, got {value!r}")
 
 
 class EvaluationConfig(Section):

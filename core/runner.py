@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from core.methods import Recipe, recipe_for
 from core.modeling.model import ModelSpec, build_model
 from core.result import RunResult
 from core.training.evaluate import evaluate_split
-from core.training.refine import refine, refine_total_steps
-from core.training.run import Run, StopRequested
+from core.training.refine import budget_of, refine
+from core.training.run import PRE_REFINE_SHARE, Run, StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def pick_device() -> torch.device:
 def build_run(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
               callbacks: Sequence[Callback], device: torch.device | None = None,
               model_roots: Sequence[Path] = ()) -> Run:
+    started = time.monotonic()  # a time budget counts set-up too
     torch.manual_seed(config.training.seed)
     data = prepare_data(config, Path(train_path), Path(validation_path) if validation_path else None)
     spec = ModelSpec(task=data.task, input_shape=data.input_shape, target_shape=data.target_shape,
@@ -47,10 +49,11 @@ def build_run(config: JobConfig, train_path: Path, out_dir: Path, validation_pat
     body.source_embedding.to(device)
     run = Run(config=config, data=data, spec=spec, model=model.to(device), body=body, device=device,
               out_dir=Path(out_dir), callbacks=CallbackList(list(callbacks)), total_steps=0,
-              model_roots=tuple(Path(root) for root in model_roots))
+              model_roots=tuple(Path(root) for root in model_roots),
+              time_budget=config.training.time_budget_seconds, started=started)
     recipe = recipe_for(config.method)
     run.final_stage_from = sum(stage.steps(config, len(data.train)) for stage in recipe.stages)
-    run.total_steps = run.final_stage_from + refine_total_steps(run)
+    run.total_steps = run.final_stage_from + budget_of(run).steps
     return run
 
 
@@ -99,6 +102,18 @@ def finish(run: Run) -> dict:
     return summary
 
 
+def announce_budget(run: Run) -> None:
+    """An event with the refine step count and how it was chosen, and the time budget if any."""
+    training, budget = run.config.training, budget_of(run)
+    deadline = (f"; time budget {training.time_budget_seconds:g} s (stages before refine may use "
+                f"{PRE_REFINE_SHARE:.0%} of it)" if training.time_budget_seconds else "")
+    run.event(budget.describe(len(run.data.train), training.batch_size) + deadline,
+              refine_steps=budget.steps, refine_epochs=budget.epochs, steps_per_epoch=budget.steps_per_epoch,
+              train_size=len(run.data.train), batch_size=training.batch_size, epochs=training.epochs,
+              max_steps=training.max_steps, budget_rule=budget.rule,
+              time_budget_seconds=training.time_budget_seconds)
+
+
 def _train(config: JobConfig, train_path: Path, out_dir: Path, validation_path: Path | None,
            callbacks: Sequence[Callback], resume_from: Path | None, device: torch.device | None,
            model_roots: Sequence[Path]) -> RunResult:
@@ -110,6 +125,7 @@ def _train(config: JobConfig, train_path: Path, out_dir: Path, validation_path: 
     else:
         run.event(f"{config.method} on {run.spec.task.value}: input {run.spec.input_shape}, "
                   f"{len(run.data.train)} train samples, body {config.body.name}, device {run.device.type}")
+    announce_budget(run)
     try:
         walk(run, recipe_for(config.method))
     except StopRequested as stop:

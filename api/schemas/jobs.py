@@ -64,7 +64,8 @@ class JobHyperparameters(BaseModel):
     """The training stage's settings under OpenAI's names; the full config is in `method`."""
 
     batch_size: int
-    n_epochs: int
+    n_epochs: int | Literal["auto"] = Field(description="refine epochs, or auto (steps from the train set size), "
+                                                    "as OpenAI's n_epochs")
     learning_rate: float = Field(description="absolute, not OpenAI's multiplier")
 
 

@@ -82,11 +82,11 @@ def contrastive_stage(run: Run) -> None:
     run.enter_stage("contrastive", f"contrastive: {cfg.epochs} epochs, {views} noise views per sample, "
                                    f"{len(labels.unique())} labels, tau={cfg.temperature}")
     embedder.train()
-    while pos.stage_epoch < cfg.epochs:
+    while pos.stage_epoch < cfg.epochs and not run.out_of_time():
         epoch = pos.stage_epoch
         order = run.epoch_order(epoch)
         total, seen = 0.0, 0
-        while pos.batch < batches:
+        while pos.batch < batches and not run.out_of_time():
             index = order[pos.batch * training.batch_size:(pos.batch + 1) * training.batch_size]
             generator = run.batch_generator(epoch, pos.batch)
             x = noise_views(train.x[index].to(run.device), cfg.noise_scales, cfg.noise_steps, generator)

@@ -73,7 +73,7 @@ def meta_train(run: Run) -> None:
                             f"({len(bank.labels)} samples)")
     model.eval()  # no dropout: every evaluation of L_inner within an iteration sees the same function
     inner = outer = float("nan")
-    while pos.stage_epoch < cfg.iterations:
+    while pos.stage_epoch < cfg.iterations and not run.out_of_time():
         iteration = pos.stage_epoch
         index = torch.randperm(len(data.train), generator=run.epoch_generator(iteration))[: training.batch_size]
         source_index = sample_source_batch(bank.labels, cfg.source_batch,

@@ -46,7 +46,7 @@ def align(run: Run) -> None:
                              f"{epochs} epochs over {len(classes)} target classes")
     embedder.train()
     total = float("nan")  # stays so only when a resumed run finds every epoch done
-    while run.position.stage_epoch < epochs:
+    while run.position.stage_epoch < epochs and not run.out_of_time():
         epoch = run.position.stage_epoch
         generator = run.epoch_generator(epoch)
         optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -19,7 +19,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: TrainingConfig
     return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+def lr_factor(step: float, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the base lr at optimizer step `step` (0-based) of `total`."""
     if warmup and step < warmup:
         return (step + 1) / warmup
@@ -31,7 +31,11 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1.0 - progress)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig, total_steps: int,
+                    time_progress: Callable[[], float] = lambda: 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """`time_progress()` in [0, 1] is how much of a time budget the stage has used: the schedule is where
+    the steps or the time put it, whichever is further, so the lr reaches its end at a deadline too."""
     warmup = int(config.warmup_fraction * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup, config.schedule))
+        optimizer, lambda step: lr_factor(max(step, time_progress() * total_steps), total_steps, warmup,
+                                          config.schedule))

@@ -17,6 +17,7 @@ import torch
 from core.config import SELECTION_METRIC, TaskType
 from core.modeling.model import CrossModalModel, apply_freeze
 from core.modeling.tasks import task_loss
+from core.training.budget import RefineBudget, refine_budget
 from core.training.evaluate import evaluate_split
 from core.training.optim import build_optimizer, build_scheduler
 from core.training.run import Run
@@ -46,14 +47,8 @@ def plain_loss(run: Run) -> TaskLoss:
     return TaskLoss(run.spec.task, run.data.normalisation.y_mean, run.data.normalisation.y_std)
 
 
-def steps_per_epoch(train_size: int, batch_size: int, grad_accumulation: int) -> int:
-    return math.ceil(math.ceil(train_size / batch_size) / grad_accumulation)
-
-
-def refine_total_steps(run: Run) -> int:
-    cfg = run.config.training
-    total = cfg.epochs * steps_per_epoch(len(run.data.train), cfg.batch_size, cfg.grad_accumulation)
-    return min(total, cfg.max_steps) if cfg.max_steps else total
+def budget_of(run: Run) -> RefineBudget:
+    return refine_budget(run.config.training, len(run.data.train))
 
 
 def validate(run: Run, epoch: int) -> dict[str, float]:
@@ -86,24 +81,27 @@ def refine(run: Run, loss_fn: LossFn | None = None,
     model, data, pos = run.model, run.data, run.position
     loss_fn = loss_fn or plain_loss(run)
     apply_freeze(model, run.config.freeze)
-    total = refine_total_steps(run)
+    budget = budget_of(run)
+    total = budget.steps
     optimizer = build_optimizer(model.parameters(), cfg, cfg.lr)
-    scheduler = build_scheduler(optimizer, cfg, total)
+    # time counts from refine's own start: until enter_stage, the run's clock is still the previous stage's
+    scheduler = build_scheduler(optimizer, cfg, total,
+                                lambda: run.time_progress() if pos.stage == "refine" else 0.0)
     run.track_state("refine_optimizer", optimizer)
     run.track_state("refine_scheduler", scheduler)
     scaler = torch.amp.GradScaler(enabled=run.device.type == "cuda" and cfg.precision == "fp16")
-    run.enter_stage("refine", f"refine: {cfg.epochs} epochs, {total} optimizer steps, freeze={run.config.freeze}")
+    run.enter_stage("refine", f"refine: {budget.epochs} epochs, {total} optimizer steps, freeze={run.config.freeze}")
     stage_start = pos.step - scheduler.last_epoch  # global step at which this stage began
     batches = math.ceil(len(data.train) / cfg.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
     running, since_log = torch.zeros((), device=run.device), 0
-    while pos.stage_epoch < cfg.epochs and pos.step - stage_start < total:
+    while pos.stage_epoch < budget.epochs and pos.step - stage_start < total and not run.out_of_time():
         epoch = pos.stage_epoch
         order = run.epoch_order(epoch)
         if on_epoch_start is not None and pos.batch == 0:
             on_epoch_start(run, epoch)
-        while pos.batch < batches and pos.step - stage_start < total:
+        while pos.batch < batches and pos.step - stage_start < total and not run.out_of_time():
             batch = pos.batch
             index = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
             x = data.train.x[index].to(run.device, non_blocking=True)

@@ -13,7 +13,7 @@ from core.components.patch_replacement import (PatchReplacementLoss, Replacement
                                                default_weight, replaced_count)
 from core.methods.proxy_setup import proxy_for
 from core.proxies.bank import LoopingLoader, load_source_tokens
-from core.training.refine import refine
+from core.training.refine import budget_of, refine
 from core.training.run import Run
 
 
@@ -36,7 +36,7 @@ def build_replacement_loss(run: Run, scorer: type[nn.Module], detach_embedder: b
         torch.manual_seed(training.seed)
         modules = ReplacementModules(scorer(run.body.width), run.body.output_width, bank.num_classes)
     weight = default_weight(run.spec.task, len(run.spec.input_shape)) if cfg.weight is None else cfg.weight
-    schedule = ReplacementSchedule(k0, num_tokens, training.epochs, weight, cfg.lambda_rule, cfg.gumbel_epochs,
+    schedule = ReplacementSchedule(k0, num_tokens, budget_of(run).epochs, weight, cfg.lambda_rule, cfg.gumbel_epochs,
                                    cfg.tau)
     norm = run.data.normalisation
     return PatchReplacementLoss(modules.to(run.device), bank, LoopingLoader(len(bank), training.seed), schedule,

@@ -26,6 +26,7 @@ from core.training import streams
 from core.training.state import load_state, save_state
 
 TRAINER_STATE = "trainer_state"
+PRE_REFINE_SHARE = 0.5  # of a time budget: the most the stages before refine may use, so refine keeps time
 
 
 class Stateful(Protocol):
@@ -46,6 +47,7 @@ class Position:
     step: int = 0  # optimizer steps over the whole run (progress, metrics)
     best_metric: float = float("inf")
     best_epoch: int = -1
+    stage_began_at: float = 0.0  # training seconds elapsed (`Run.elapsed`) when the current stage began
 
 
 class StopRequested(Exception):
@@ -75,6 +77,10 @@ class Run:
     pending_rng: dict[str, Any] | None = None  # restored just before the resumed loop continues
     stage_clock: tuple[float, int] | None = None  # (time, step) when the current stage began stepping
     model_roots: tuple[Path, ...] = ()  # the deployment's model roots: `proxy: auto` looks in <root>/proxies
+    time_budget: float | None = None  # seconds of training the job may use (`training.time_budget_seconds`)
+    elapsed_before: float = 0.0  # seconds used before this process resumed the job (from the checkpoint)
+    started: float = field(default_factory=time.monotonic)  # when this process began working on the job
+    out_of_time_in: set[str] = field(default_factory=set)  # stages a deadline has ended (reported once)
 
     # ---- reporting -------------------------------------------------------------------------
     def event(self, message: str, level: Level = "info", **data: Any) -> None:
@@ -96,6 +102,7 @@ class Run:
         """Start (or, when resuming, re-enter) a stage; call right before the stage's loop."""
         if self.position.stage != stage:
             self.position.stage, self.position.stage_epoch, self.position.batch = stage, 0, 0
+            self.position.stage_began_at = self.elapsed()
         if self.pending_rng is not None:  # set RNG last, so stage set-up cannot shift the stream
             torch.set_rng_state(self.pending_rng["rng"])
             if "cuda_rng" in self.pending_rng and self.device.type == "cuda":
@@ -135,14 +142,59 @@ class Run:
     def eta(self) -> float | None:
         """Seconds left at the current stage's own rate. None until a step of this stage has been timed
         (set-up and an earlier stage's steps say nothing about it), and None before the last stage,
-        whose steps, still to come, no step so far has timed."""
+        whose steps, still to come, no step so far has timed. A time budget's deadline bounds it."""
         if self.stage_clock is None or self.stage_clock[1] < self.final_stage_from:
             return None
         began, first_step = self.stage_clock
         done = self.position.step - first_step
         if done <= 0:
             return None
-        return (time.monotonic() - began) / done * max(0, self.total_steps - self.position.step)
+        by_rate = (time.monotonic() - began) / done * max(0, self.total_steps - self.position.step)
+        deadline = self.stage_deadline()
+        return by_rate if deadline is None else min(by_rate, max(0.0, deadline - self.elapsed()))
+
+    # ---- wall-clock budget -----------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds the job has worked, set-up included, over every process that ran it."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def stage_deadline(self) -> float | None:
+        """Elapsed seconds at which the current stage must end: the whole budget for refine, a share of it
+        for the stages before (ORCA alignment, MoNA, contrastive), so that refine always gets time."""
+        if self.time_budget is None:
+            return None
+        return self.time_budget if self.position.stage == "refine" else PRE_REFINE_SHARE * self.time_budget
+
+    def time_progress(self) -> float:
+        """Share in [0, 1] of the current stage's time, from its start to its deadline (0 without a budget)."""
+        deadline = self.stage_deadline()
+        if deadline is None:
+            return 0.0
+        began = self.position.stage_began_at
+        if deadline <= began:
+            return 1.0
+        return min(1.0, max(0.0, (self.elapsed() - began) / (deadline - began)))
+
+    def progress(self, steps_done: int, steps_total: int) -> float:
+        """The current stage's progress in [0, 1]: its steps or its time, whichever is further. The one
+        measure schedules (lr, patch replacement) anneal on, so that a deadline ends them like a last step."""
+        by_steps = min(1.0, steps_done / steps_total) if steps_total > 0 else 1.0
+        return max(by_steps, self.time_progress())
+
+    def out_of_time(self) -> bool:
+        """Whether the current stage's deadline has passed; the first time, an event says where it ended."""
+        deadline = self.stage_deadline()
+        if deadline is None or self.elapsed() < deadline:
+            return False
+        stage = self.position.stage
+        if stage not in self.out_of_time_in:
+            self.out_of_time_in.add(stage)
+            elapsed = self.elapsed()
+            self.event(f"time budget: {stage} ends at step {self.position.step} after {elapsed:.1f} s "
+                       f"(deadline {deadline:.1f} s of {self.time_budget:g} s)", level="warning",
+                       time_budget_stage=stage, time_budget_step=self.position.step,
+                       elapsed_seconds=round(elapsed, 3), deadline_seconds=deadline)
+        return True
 
     def autocast(self) -> torch.autocast:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.training.precision)
@@ -159,7 +211,7 @@ class Run:
         pos = self.position
         directory = self.out_dir / "checkpoints" / f"step-{pos.step:07d}-{pos.stage}-{pos.stage_epoch}-{pos.batch}"
         save_model(directory, self.model, self.manifest(step=pos.step, stage=pos.stage))
-        state = {"position": vars(pos).copy(), "rng": torch.get_rng_state(),
+        state = {"position": vars(pos).copy(), "elapsed_seconds": self.elapsed(), "rng": torch.get_rng_state(),
                  "optimizers": {name: tracked.state_dict() for name, tracked in self.tracked.items()}}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -183,6 +235,8 @@ class Run:
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
         state = load_state(directory, TRAINER_STATE)
         self.position = Position(**state["position"])
+        # this process's own time already counts from `started`; checkpoints from before budgets held none
+        self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
         self.stage_clock = None  # the recipe's enter_stage restarts it
         self.pending_rng = {k: state[k] for k in ("rng", "cuda_rng") if k in state}
         self.pending_states = state["optimizers"]

@@ -117,6 +117,17 @@ def test_create_job_queues_it_and_sends_the_message(client: TestClient, owner_ke
     assert client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth(owner_key.key)).json() == job
 
 
+@pytest.mark.parametrize("epochs", ["auto", 3, None])
+def test_create_job_accepts_auto_or_integer_epochs_and_a_time_budget(client: TestClient, owner_key: OwnerKey,
+                                                                     file_id: str, epochs: Any) -> None:
+    training = {"batch_size": 8, "time_budget_seconds": 90, **({} if epochs is None else {"epochs": epochs})}
+    method = {"type": "orca", "orca": {**ORCA["orca"], "training": training}}
+    response = create_job(client, owner_key.key, **job_body(file_id, method=method))
+    assert response.status_code == 200, response.text
+    stored = response.json()["method"]["orca"]["training"]
+    assert stored["epochs"] == ("auto" if epochs is None else epochs) and stored["time_budget_seconds"] == 90
+
+
 def test_the_seed_column_is_the_seed_the_job_runs_with(client: TestClient, owner_key: OwnerKey,
                                                       file_id: str) -> None:
     """Fails if the row's seed column is the request's seed (NULL without one) rather than the config's:
@@ -152,6 +163,16 @@ def test_create_job_really_reaches_the_filesystem_broker(client: TestClient, own
       "method": {"type": "orca", "orca": {"training": {"batch_size": 0}}}}, 422, "method.orca.training.batch_size"),
     ({"model": "tiny-bert", "training_file": "FILE",
       "method": {"type": "orca", "orca": {"training": {"epochs": 10**9}}}}, 422, "method.orca.training.epochs"),
+    ({"model": "tiny-bert", "training_file": "FILE",
+      "method": {"type": "orca", "orca": {"training": {"epochs": "many"}}}}, 422, "method.orca.training.epochs"),
+    ({"model": "tiny-bert", "training_file": "FILE",
+      "method": {"type": "orca", "orca": {"training": {"epochs": "Auto"}}}}, 422, "method.orca.training.epochs"),
+    ({"model": "tiny-bert", "training_file": "FILE",
+      "method": {"type": "orca", "orca": {"training": {"time_budget_seconds": 0}}}}, 422,
+     "method.orca.training.time_budget_seconds"),
+    ({"model": "tiny-bert", "training_file": "FILE",
+      "method": {"type": "orca", "orca": {"training": {"time_budget_seconds": "1h"}}}}, 422,
+     "method.orca.training.time_budget_seconds"),
     ({"model": "tiny-bert", "training_file": "FILE",
       "method": {"type": "orca", "orca": {"trainnig": {"epochs": 1}}}}, 422, "method.orca.trainnig"),
     ({"model": "tiny-bert", "training_file": "FILE", "method": {"type": "orca", "orca": [1]}}, 422, "method.orca"),
