@@ -162,10 +162,14 @@ def job_config(name: str, method: str, scale: float, seed: int, lr: float | None
 
 
 def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | None = None) -> dict:
+    return run_job(name, job_config(name, method, scale, seed, lr))
+
+
+def run_job(name: str, config: dict) -> dict:
+    """Run one job config on a row's dataset (CPU): its test metric, wall time and steps per stage."""
     from core.config import parse_config
     from core.runner import run
 
-    config = job_config(name, method, scale, seed, lr)
     timer = StageTimer()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
