@@ -106,7 +106,7 @@ def test_mixed_terms_vanish_at_k_zero(pare_context):
 
 
 def test_gate_gets_gradients_in_gumbel_phase_only(pare_context):
-    run, loss_fn = pare_context(pare={"gumbel_epochs": 1})  # 3 epochs: capped at the first quarter
+    run, loss_fn = pare_context(pare={"gumbel_epochs": 1, "gumbel_max_share": 0.25})  # 1 of 3 epochs, capped
     x, y = run.data.train.x[:8], run.data.train.y[:8]
     gate = loss_fn.modules.scorer.linear
     assert loss_fn.schedule.gumbel_until == 0.25
