@@ -186,10 +186,14 @@ def job_config(name: str, method: str, scale: float, seed: int, lr: float | None
 
 def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | None = None,
                 budget_seconds: float | None = None) -> dict:
+    return run_job(name, job_config(name, method, scale, seed, lr, budget_seconds))
+
+
+def run_job(name: str, config: dict) -> dict:
+    """Run one job config on a row's dataset (CPU): its test metric, wall time and steps per stage."""
     from core.config import parse_config
     from core.runner import run
 
-    config = job_config(name, method, scale, seed, lr, budget_seconds)
     timer = StageTimer()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
@@ -203,7 +207,7 @@ def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | Non
     stage1 = {stage: steps for stage, steps in stages.items() if stage != "refine"}
     return {"value": result.summary["test"][ROWS[name]["metric"]], "wall_s": wall,
             "steps": result.summary["steps"], "refine_steps": refine_steps, "stage1_steps": sum(stage1.values()),
-            "stage1": stage1, "budget_s": budget_seconds, "config": config}
+            "stage1": stage1, "budget_s": config.get("training", {}).get("time_budget_seconds"), "config": config}
 
 
 # ---- cells ------------------------------------------------------------------------------------

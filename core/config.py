@@ -47,11 +47,20 @@ class BodyConfig(Section):
     name: str = Field("minilm-l6", min_length=1, max_length=512,
                       description="alias (minilm-l6, tiny-bert, tiny-swin), model directory or hub name")
     pretrained: bool = Field(True, description="false: same architecture, random init (ablation)")
+    dropout: float | None = Field(0.0, ge=0, lt=1,
+                                  description="hidden and attention dropout inside the body; the ORCA and PaRe "
+                                              "reference configs use 0; None keeps the pretrained config's "
+                                              "(MiniLM: 0.1)")
 
 
 class EmbedderConfig(Section):
     target_seq_len: int = Field(64, ge=1, le=4096, description="most tokens a 1D input becomes")
     patch_size: int | None = Field(None, ge=1, le=256, description="2D patch side; None picks one")
+    norm: Literal["positions_first", "token", "sequence"] = Field(
+        "positions_first", description="text bodies: positions_first = LayerNorm(patch + position), the "
+                                       "pretrained embedding's own order, keeps each patch's scale; token = "
+                                       "LayerNorm(patch) + position (ORCA; drops each patch's scale); sequence "
+                                       "= one LayerNorm over all tokens of a sample, then positions")
 
 
 class AlignmentConfig(Section):
@@ -84,6 +93,9 @@ class TrainingConfig(Section):
     grad_accumulation: int = Field(1, ge=1, le=1024)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-4, gt=0, le=10)
+    new_parts_lr_multiplier: float = Field(10.0, gt=0, le=1000,
+                                           description="lr of the parts trained from scratch (embedder, head, "
+                                                       "recipe modules) as a multiple of lr; 1: one lr for all")
     weight_decay: float = Field(0.0, ge=0, le=10)
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
     schedule: Literal["linear", "cosine", "constant"] = "linear"

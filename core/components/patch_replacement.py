@@ -5,7 +5,8 @@ Pieces the `pare` and `contrastive_pare` recipes share:
   `AttentionScorer` (contrastive_pare: attention weights of a pooled query over the tokens);
 - `replace_tokens`: keep the N - k best-scored target tokens, put the k best source tokens into the
   k worst target slots;
-- the schedule k = k0 (1 - epoch / epochs), lambda = k / k0 (or k / N), and the reference weights w;
+- the schedule k = k0 (1 - done), lambda = k / k0 (or k / N), and the reference weights w, where
+  `done` is the share of the refine stage's optimizer steps taken (or, as before, epoch / epochs);
 - `PatchReplacementLoss`, the refine-stage loss
   L = L_tar(clean) + w [(1 - lambda) L_tar(mixed, y_t) + lambda L_src(h_s(mixed), y_s)].
 
@@ -14,7 +15,7 @@ Positions: the i-th replaced target slot (in position order) receives the i-th s
 positional information its pretrained embedding gave it; the slot it lands in adds nothing, because
 target tokens already have their positions added inside the embedder.
 
-Selection: plain top-k when not learning the scorer. While learning (the first `gumbel_epochs`), the
+Selection: plain top-k when not learning the scorer. While learning (the Gumbel phase), the
 Gumbel top-k trick on log-scores (a sample of k tokens without replacement, proportional to the
 score) with a straight-through mask: forward values are exactly the hard 0/1 selection, gradients
 come from sigmoid((perturbed - threshold) / tau), the threshold midway between the k-th and
@@ -88,9 +89,9 @@ class ReplacementModules(nn.Module):
 
 
 # ---- schedule -----------------------------------------------------------------------------------
-def replaced_count(k0: int, epoch: int, epochs: int) -> int:
-    """k = floor(k0 (1 - epoch / epochs)): linear decay from k0 to 0."""
-    return int(k0 * (1 - epoch / epochs)) if epochs else 0
+def replaced_count(k0: int, done: float) -> int:
+    """k = floor(k0 (1 - done)): linear decay from k0 to 0 over the schedule (`done` in [0, 1])."""
+    return int(k0 * (1 - min(1.0, done)))
 
 
 def mix_lambda(k: int, k0: int, num_tokens: int, rule: str) -> float:
@@ -106,24 +107,40 @@ def default_weight(task: TaskType, input_ndim: int) -> float:
     return 1.0 if input_ndim == 3 else 0.1
 
 
+def gumbel_share(gumbel_epochs: int, run_epochs: float, max_share: float) -> float:
+    """The share of the run spent in the Gumbel phase: `gumbel_epochs` of the run's `run_epochs`, at most
+    `max_share` of it, so a short run still gets a plain top-k phase."""
+    return min(max_share, gumbel_epochs / run_epochs) if run_epochs > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class ReplacementSchedule:
-    """k, lambda and the Gumbel phase at each epoch, with the weight w of the mixed terms."""
+    """k, lambda and the Gumbel phase as the run advances, with the weight w of the mixed terms.
+
+    `epochs` None: the schedule follows the refine stage's progress (its share of optimizer steps done),
+    whatever bounds the stage. An int: it follows epoch / epochs instead (the old rule: under
+    `max_steps` with many nominal epochs k never decays).
+    """
 
     k0: int
     num_tokens: int
-    epochs: int
     weight: float
     lambda_rule: str
-    gumbel_epochs: int
+    gumbel_until: float  # share of the schedule spent in the Gumbel phase
     tau: float
+    epochs: int | None = None
 
-    def at(self, epoch: int) -> tuple[int, float]:
-        k = replaced_count(self.k0, epoch, self.epochs)
+    def done(self, epoch: int, progress: float) -> float:
+        if self.epochs is None:
+            return progress
+        return epoch / self.epochs if self.epochs else 1.0
+
+    def at(self, done: float) -> tuple[int, float]:
+        k = replaced_count(self.k0, done)
         return k, mix_lambda(k, self.k0, self.num_tokens, self.lambda_rule)
 
-    def gumbel(self, epoch: int) -> bool:
-        return epoch < self.gumbel_epochs
+    def gumbel(self, done: float) -> bool:
+        return done < self.gumbel_until
 
 
 # ---- selection and mixing -------------------------------------------------------------------------
@@ -175,7 +192,7 @@ def replace_tokens(target: torch.Tensor, source: torch.Tensor, target_scores: to
 # ---- the refine-stage loss ------------------------------------------------------------------------
 @dataclass
 class PatchReplacementLoss:
-    """`loss(model, x, y, epoch, batch)` for `refine`: clean task loss + w x the mixed terms."""
+    """`loss(model, x, y, epoch, batch, progress)` for `refine`: clean task loss + w x the mixed terms."""
 
     modules: ReplacementModules
     bank: SourceTokenBank
@@ -189,8 +206,9 @@ class PatchReplacementLoss:
     detach_embedder: bool = False  # contrastive.freeze_embedder: the embedder gets no gradient
 
     def __call__(self, model: CrossModalModel, x: torch.Tensor, y: torch.Tensor, epoch: int,
-                 batch: int) -> torch.Tensor:
-        k, lam = self.schedule.at(epoch)
+                 batch: int, progress: float) -> torch.Tensor:
+        done = self.schedule.done(epoch, progress)
+        k, lam = self.schedule.at(done)
         tokens, grid = model.embed(x)
         if self.detach_embedder:
             tokens = tokens.detach()
@@ -199,7 +217,7 @@ class PatchReplacementLoss:
             return loss
         index = self.loader.indices(epoch, batch, self.batch_size, len(x))
         source, valid = self.bank.tokens(index, x.device)
-        tau = self.schedule.tau if self.schedule.gumbel(epoch) else None
+        tau = self.schedule.tau if self.schedule.gumbel(done) else None
         scorer = self.modules.scorer
         mixed, _ = replace_tokens(tokens, source, scorer(tokens), scorer(source, valid), k, source_valid=valid,
                                   tau=tau, generator=batch_generator(self.seed, epoch, batch))

@@ -80,7 +80,19 @@ class Body:
         return self.model(inputs_embeds=tokens).last_hidden_state
 
 
-def _load_hf(name: str, pretrained: bool) -> tuple[nn.Module, Path | None]:
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")  # BERT-like and Swin configs
+
+
+def _set_dropout(hf_config, dropout: float | None):  # noqa: ANN001, ANN202 - transformers config type
+    """The body's hidden and attention dropout set to `dropout` (None: as the config has it)."""
+    if dropout is not None:
+        for name in DROPOUT_FIELDS:
+            if hasattr(hf_config, name):
+                setattr(hf_config, name, dropout)
+    return hf_config
+
+
+def _load_hf(name: str, pretrained: bool, dropout: float | None) -> tuple[nn.Module, Path | None]:
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -89,16 +101,17 @@ def _load_hf(name: str, pretrained: bool) -> tuple[nn.Module, Path | None]:
     if name in TINY_CONFIGS:
         with torch.random.fork_rng():
             torch.manual_seed(TINY_SEED if pretrained else RANDOM_INIT_SEED)
-            return AutoModel.from_config(TINY_CONFIGS[name]()), minilm_directory()
+            return AutoModel.from_config(_set_dropout(TINY_CONFIGS[name](), dropout)), minilm_directory()
     path = minilm_directory() if name == "minilm-l6" else Path(name)
     source = str(path) if path.exists() else name
     try:
+        hf_config = _set_dropout(AutoConfig.from_pretrained(source), dropout)
         if pretrained:
-            model = AutoModel.from_pretrained(source, use_safetensors=True)  # never a pickled .bin
+            model = AutoModel.from_pretrained(source, config=hf_config, use_safetensors=True)  # never a pickled .bin
         else:
             with torch.random.fork_rng():
                 torch.manual_seed(RANDOM_INIT_SEED)
-                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+                model = AutoModel.from_config(hf_config)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}", field="body.name") from None
     return model, (path if path.exists() else None)
@@ -106,7 +119,7 @@ def _load_hf(name: str, pretrained: bool) -> tuple[nn.Module, Path | None]:
 
 def load_body(config: BodyConfig) -> Body:
     """Load the body and detach its input embedding (kept frozen as the proxy's embedding)."""
-    model, tokenizer_dir = _load_hf(config.name, config.pretrained)
+    model, tokenizer_dir = _load_hf(config.name, config.pretrained, config.dropout)
     return _wrap(config.name, model, tokenizer_dir)
 
 

@@ -1,7 +1,10 @@
 """Embedders f: turn a target sample into tokens the body accepts (ORCA's dimensionality alignment).
 
 1D (C, L): Conv1d with kernel = stride = s, s the smallest divisor of L giving at most
-`target_seq_len` tokens, then LayerNorm, then the body's learned position embeddings.
+`target_seq_len` tokens, then the body's learned position embeddings and LayerNorm, in the order
+`embedder.norm` picks. ORCA's order (LayerNorm, then positions) normalises away each patch's scale
+after a bias-free conv: with one value per token only its sign reaches the body. LayerNorm over
+patch + position, the order of the pretrained embedding layer itself, keeps it.
 2D (C, H, W): vision bodies resize to their image size and use a patch conv initialised from the
 pretrained one (RGB kernel tiled over C); text bodies cut p x p patches so the tokens fit.
 """
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.config import EmbedderConfig
 from core.modeling.bodies import Body
 from core.errors import ConfigError
 
@@ -44,8 +48,9 @@ def _copy_layer_norm(norm: nn.LayerNorm, source: nn.Module | None) -> None:
 class _TextBodyEmbedder(nn.Module):
     """Shared set-up for text bodies: Xavier patch conv, the body's LayerNorm and its first positions."""
 
-    def _init_tokens(self, body: Body, projection: nn.Module, num_tokens: int) -> None:
+    def _init_tokens(self, body: Body, projection: nn.Module, num_tokens: int, norm: str) -> None:
         self.num_tokens = num_tokens
+        self.norm_mode = norm
         self.projection = projection
         nn.init.xavier_uniform_(self.projection.weight)
         nn.init.zeros_(self.projection.bias)
@@ -53,26 +58,34 @@ class _TextBodyEmbedder(nn.Module):
         _copy_layer_norm(self.norm, getattr(body.source_embedding, "LayerNorm", None))
         self.positions = nn.Parameter(body.source_embedding.position_embeddings.weight[:num_tokens].detach().clone())
 
+    def _finish(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) patch projections -> body tokens: positions and LayerNorm in the configured order."""
+        if self.norm_mode == "positions_first":
+            return self.norm(patches + self.positions)
+        if self.norm_mode == "sequence":  # one mean and variance per sample, then the LayerNorm's affine
+            flat = F.layer_norm(patches, patches.shape[1:], eps=self.norm.eps)
+            return flat * self.norm.weight + self.norm.bias + self.positions
+        return self.norm(patches) + self.positions
+
 
 class Embedder1D(_TextBodyEmbedder):
-    """(B, C, L) -> (B, L/s, d): conv patches, LayerNorm, pretrained positions."""
+    """(B, C, L) -> (B, L/s, d): conv patches, positions and LayerNorm."""
 
-    def __init__(self, body: Body, channels: int, length: int, target_seq_len: int) -> None:
+    def __init__(self, body: Body, channels: int, length: int, target_seq_len: int, norm: str) -> None:
         super().__init__()
         self.stride = patch_stride_1d(length, target_seq_len, body.max_positions)
         self._init_tokens(body, nn.Conv1d(channels, body.width, kernel_size=self.stride, stride=self.stride),
-                          length // self.stride)
+                          length // self.stride, norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        tokens = self.projection(x).transpose(1, 2)
-        return self.norm(tokens) + self.positions, None
+        return self._finish(self.projection(x).transpose(1, 2)), None
 
 
 class Embedder2DText(_TextBodyEmbedder):
-    """(B, C, H, W) -> (B, T, d) for a text body: p x p patches (input padded), LayerNorm, positions."""
+    """(B, C, H, W) -> (B, T, d) for a text body: p x p patches (input padded), positions and LayerNorm."""
 
     def __init__(self, body: Body, channels: int, height: int, width: int, target_seq_len: int,
-                 patch_size: int | None) -> None:
+                 patch_size: int | None, norm: str) -> None:
         super().__init__()
         self.patch = patch_size or patch_size_2d(height, width, target_seq_len, body.max_positions)
         self.grid = (math.ceil(height / self.patch), math.ceil(width / self.patch))
@@ -81,11 +94,11 @@ class Embedder2DText(_TextBodyEmbedder):
             raise ConfigError(f"patch size {self.patch} gives {tokens} tokens, more than the body's "
                               f"{body.max_positions} positions", field="embedder.patch_size")
         self.pad = (0, self.grid[1] * self.patch - width, 0, self.grid[0] * self.patch - height)
-        self._init_tokens(body, nn.Conv2d(channels, body.width, kernel_size=self.patch, stride=self.patch), tokens)
+        self._init_tokens(body, nn.Conv2d(channels, body.width, kernel_size=self.patch, stride=self.patch),
+                          tokens, norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        tokens = self.projection(F.pad(x, self.pad)).flatten(2).transpose(1, 2)
-        return self.norm(tokens) + self.positions, self.grid
+        return self._finish(self.projection(F.pad(x, self.pad)).flatten(2).transpose(1, 2)), self.grid
 
 
 class Embedder2DVision(nn.Module):
@@ -115,14 +128,13 @@ class Embedder2DVision(nn.Module):
         return self.norm(tokens), self.grid
 
 
-def build_embedder(body: Body, input_shape: tuple[int, ...], target_seq_len: int,
-                   patch_size: int | None) -> nn.Module:
+def build_embedder(body: Body, input_shape: tuple[int, ...], config: EmbedderConfig) -> nn.Module:
     """Pick the embedder for a per-sample input shape (C, L) or (C, H, W)."""
     if len(input_shape) == 2:
         if body.kind == "vision":
             raise ConfigError("1D inputs need a text body (vision bodies take (C, H, W))", field="body.name")
-        return Embedder1D(body, input_shape[0], input_shape[1], target_seq_len)
+        return Embedder1D(body, input_shape[0], input_shape[1], config.target_seq_len, config.norm)
     channels, height, width = input_shape
     if body.kind == "vision":
         return Embedder2DVision(body, channels)
-    return Embedder2DText(body, channels, height, width, target_seq_len, patch_size)
+    return Embedder2DText(body, channels, height, width, config.target_seq_len, config.patch_size, config.norm)

@@ -59,7 +59,7 @@ class CrossModalModel(nn.Module):
 def build_model(config: JobConfig, spec: ModelSpec, body: Body | None = None) -> tuple[CrossModalModel, Body]:
     """Assemble f, g, h around a (freshly loaded unless given) body."""
     body = body or load_body(config.body)
-    embedder = build_embedder(body, spec.input_shape, config.embedder.target_seq_len, config.embedder.patch_size)
+    embedder = build_embedder(body, spec.input_shape, config.embedder)
     if isinstance(embedder, Embedder1D):
         patch = embedder.stride
     elif isinstance(embedder, Embedder2DText):

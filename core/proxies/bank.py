@@ -32,6 +32,7 @@ from core.config import TaskType
 from core.data.prepare import fit_normalisation
 from core.errors import ConfigError
 from core.modeling.bodies import Body
+from core.config import EmbedderConfig
 from core.modeling.embedders import build_embedder
 from core.proxies import sources
 from core.training.streams import batch_generator
@@ -148,7 +149,9 @@ def _array_bank(body: Body, samples: np.ndarray, target_seq_len: int, device: to
         return x, embed_image
     with torch.random.fork_rng():
         torch.manual_seed(PROXY_SEED)
-        embedder = build_embedder(body, tuple(x.shape[1:]), target_seq_len, None).eval()
+        # a fixed random embedder; ORCA's token norm keeps the cached proxy features as they were
+        config = EmbedderConfig(target_seq_len=target_seq_len, norm="token")
+        embedder = build_embedder(body, tuple(x.shape[1:]), config).eval()
     embedder.requires_grad_(False)
     embedder.to(device)
 

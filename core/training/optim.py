@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.config import TrainingConfig
 
+if TYPE_CHECKING:  # pragma: no cover
+    from core.modeling.model import CrossModalModel
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], config: TrainingConfig, lr: float) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+ParamGroup = dict[str, Any]
+
+
+def refine_param_groups(model: CrossModalModel, config: TrainingConfig) -> list[ParamGroup]:
+    """The pretrained body at `lr`; every other trainable part at `lr x new_parts_lr_multiplier`: the
+    embedder, head and recipe modules start from scratch, and at the body's lr they lag far behind."""
+    pretrained = {id(p) for p in model.body.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) in pretrained], "lr": config.lr},
+              {"params": [p for p in trainable if id(p) not in pretrained],
+               "lr": config.lr * config.new_parts_lr_multiplier}]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter] | list[ParamGroup], config: TrainingConfig,
+                    lr: float) -> torch.optim.Optimizer:
+    """`params`: parameters (the frozen ones are left out) at `lr`, or param groups that carry their own lr."""
+    params = list(params)
+    if params and not isinstance(params[0], dict):
+        params = [p for p in params if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
     if config.optimizer == "adam":

@@ -19,15 +19,18 @@ from core.modeling.model import CrossModalModel, apply_freeze
 from core.modeling.tasks import task_loss
 from core.training.budget import RefineBudget, refine_budget
 from core.training.evaluate import evaluate_split
-from core.training.optim import build_optimizer, build_scheduler
+from core.training.optim import build_optimizer, build_scheduler, refine_param_groups
 from core.training.run import Run
 
 LOG_EVERY = 10  # optimizer steps between train-loss points (each costs a device sync)
 
 
 class LossFn(Protocol):
+    """`progress` in [0, 1]: the share of the stage's optimizer steps done, for schedules that must
+    follow the real budget (epochs, max_steps or time), not the epoch count."""
+
     def __call__(self, model: CrossModalModel, x: torch.Tensor, y: torch.Tensor, epoch: int,
-                 batch: int) -> torch.Tensor: ...
+                 batch: int, progress: float) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class TaskLoss:
     y_std: float
 
     def __call__(self, model: CrossModalModel, x: torch.Tensor, y: torch.Tensor, epoch: int,
-                 batch: int) -> torch.Tensor:
+                 batch: int, progress: float) -> torch.Tensor:
         return task_loss(self.task, model(x), y, self.y_mean, self.y_std)
 
 
@@ -76,14 +79,14 @@ def _log_train(run: Run, running: torch.Tensor, steps: int, scheduler: torch.opt
 
 
 def refine(run: Run, loss_fn: LossFn | None = None,
-           on_epoch_start: Callable[[Run, int], None] | None = None) -> None:
+           on_epoch_start: Callable[[Run, int, float], None] | None = None) -> None:
     cfg = run.config.training
     model, data, pos = run.model, run.data, run.position
     loss_fn = loss_fn or plain_loss(run)
     apply_freeze(model, run.config.freeze)
     budget = budget_of(run)
     total = budget.steps
-    optimizer = build_optimizer(model.parameters(), cfg, cfg.lr)
+    optimizer = build_optimizer(refine_param_groups(model, cfg), cfg, cfg.lr)
     # time counts from refine's own start: until enter_stage, the run's clock is still the previous stage's
     scheduler = build_scheduler(optimizer, cfg, total,
                                 lambda: run.time_progress() if pos.stage == "refine" else 0.0)
@@ -92,6 +95,10 @@ def refine(run: Run, loss_fn: LossFn | None = None,
     scaler = torch.amp.GradScaler(enabled=run.device.type == "cuda" and cfg.precision == "fp16")
     run.enter_stage("refine", f"refine: {budget.epochs} epochs, {total} optimizer steps, freeze={run.config.freeze}")
     stage_start = pos.step - scheduler.last_epoch  # global step at which this stage began
+
+    def progress() -> float:
+        return run.progress(pos.step - stage_start, total)
+
     batches = math.ceil(len(data.train) / cfg.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
@@ -100,14 +107,14 @@ def refine(run: Run, loss_fn: LossFn | None = None,
         epoch = pos.stage_epoch
         order = run.epoch_order(epoch)
         if on_epoch_start is not None and pos.batch == 0:
-            on_epoch_start(run, epoch)
+            on_epoch_start(run, epoch, progress())
         while pos.batch < batches and pos.step - stage_start < total and not run.out_of_time():
             batch = pos.batch
             index = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
             x = data.train.x[index].to(run.device, non_blocking=True)
             y = data.train.y[index].to(run.device, non_blocking=True)
             with run.autocast():
-                loss = loss_fn(model, x, y, epoch, batch) / cfg.grad_accumulation
+                loss = loss_fn(model, x, y, epoch, batch, progress()) / cfg.grad_accumulation
             scaler.scale(loss).backward()
             running += loss.detach()
             pos.batch += 1

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from core.components.patch_replacement import (PatchReplacementLoss, ReplacementModules, ReplacementSchedule,
-                                               default_weight, replaced_count)
+                                               default_weight, gumbel_share)
 from core.methods.proxy_setup import proxy_for
 from core.proxies.bank import LoopingLoader, load_source_tokens
 from core.training.refine import budget_of, refine
@@ -21,6 +21,15 @@ def target_token_count(run: Run) -> int:
     with torch.no_grad():
         tokens, _ = run.model.embed(run.data.train.x[:1].to(run.device))
     return tokens.shape[1]
+
+
+def _gumbel_until(run: Run) -> float:
+    """The Gumbel phase's share of the schedule: `gumbel_epochs` of the epochs the stage really runs
+    (capped), or, on the old epoch schedule, of `training.epochs`."""
+    cfg, budget = run.config.pare, budget_of(run)
+    if cfg.schedule == "epochs":
+        return cfg.gumbel_epochs / budget.epochs if budget.epochs else 0.0
+    return gumbel_share(cfg.gumbel_epochs, budget.steps / budget.steps_per_epoch, cfg.gumbel_max_share)
 
 
 def build_replacement_loss(run: Run, scorer: type[nn.Module], detach_embedder: bool = False,
@@ -36,27 +45,31 @@ def build_replacement_loss(run: Run, scorer: type[nn.Module], detach_embedder: b
         torch.manual_seed(training.seed)
         modules = ReplacementModules(scorer(run.body.width), run.body.output_width, bank.num_classes)
     weight = default_weight(run.spec.task, len(run.spec.input_shape)) if cfg.weight is None else cfg.weight
-    schedule = ReplacementSchedule(k0, num_tokens, budget_of(run).epochs, weight, cfg.lambda_rule, cfg.gumbel_epochs,
-                                   cfg.tau)
+    schedule = ReplacementSchedule(k0, num_tokens, weight, cfg.lambda_rule, _gumbel_until(run), cfg.tau,
+                                   budget_of(run).epochs if cfg.schedule == "epochs" else None)
     norm = run.data.normalisation
     return PatchReplacementLoss(modules.to(run.device), bank, LoopingLoader(len(bank), training.seed), schedule,
                                 run.spec.task, norm.y_mean, norm.y_std, training.batch_size, training.seed,
                                 detach_embedder)
 
 
-def report_schedule(loss: PatchReplacementLoss) -> Callable[[Run, int], None]:
+def report_schedule(loss: PatchReplacementLoss) -> Callable[[Run, int, float], None]:
     """refine's epoch-start hook: k and lambda as metrics, and an event when the Gumbel phase or k ends."""
     schedule = loss.schedule
+    last: dict[str, float] = {}  # the previous call's schedule position (none yet after a resume)
 
-    def report(run: Run, epoch: int) -> None:
-        k, lam = schedule.at(epoch)
+    def report(run: Run, epoch: int, progress: float) -> None:
+        done = schedule.done(epoch, progress)
+        k, lam = schedule.at(done)
         run.metric("pare_k", k, "train", epoch)
         run.metric("pare_lambda", lam, "train", epoch)
-        if epoch == schedule.gumbel_epochs and epoch > 0:
+        before = last.get("done")
+        if before is not None and schedule.gumbel(before) and not schedule.gumbel(done):
             run.event(f"patch replacement: plain top-k from epoch {epoch} (scorer no longer trained)",
                       pare_gumbel=False)
-        if k == 0 and (epoch == 0 or replaced_count(schedule.k0, epoch - 1, schedule.epochs) > 0):
+        if k == 0 and (done == 0 or (before is not None and schedule.at(before)[0] > 0)):
             run.event(f"patch replacement: k reached 0 at epoch {epoch}; clean task loss only", pare_k=0)
+        last["done"] = done
 
     return report
 

@@ -98,7 +98,7 @@ def test_loss_falls_on_a_separable_toy_set():
 def test_freeze_embedder_stops_its_gradients(classification_1d, tmp_path):
     run = build_run(config(contrastive={"freeze_embedder": True}), classification_1d, tmp_path, None, [])
     loss_fn = build_replacement_loss(run, AttentionScorer, detach_embedder=True)
-    loss_fn(run.model, run.data.train.x[:8], run.data.train.y[:8], 0, 0).backward()
+    loss_fn(run.model, run.data.train.x[:8], run.data.train.y[:8], 0, 0, 0.0).backward()
     assert all(p.grad is None for p in run.model.embedder.parameters())
     assert run.model.head.linear.weight.grad is not None
     assert loss_fn.modules.scorer.query.weight.grad.abs().sum() > 0  # attention scorer learns (Gumbel phase)

@@ -44,8 +44,8 @@ class Recorder(Callback):
 
 # ---- schedule ----------------------------------------------------------------------------------
 def test_k_decays_linearly_to_zero_and_lambda_follows():
-    assert [replaced_count(8, epoch, 4) for epoch in range(5)] == [8, 6, 4, 2, 0]
-    assert [replaced_count(5, epoch, 2) for epoch in range(3)] == [5, 2, 0]
+    assert [replaced_count(8, epoch / 4) for epoch in range(5)] == [8, 6, 4, 2, 0]
+    assert [replaced_count(5, epoch / 2) for epoch in range(3)] == [5, 2, 0]
     assert mix_lambda(6, 8, 16, "k_over_k0") == 0.75
     assert mix_lambda(6, 8, 16, "k_over_n") == 6 / 16
     assert mix_lambda(0, 0, 16, "k_over_k0") == 0.0
@@ -99,21 +99,22 @@ def pare_context(classification_1d, tmp_path):
 def test_mixed_terms_vanish_at_k_zero(pare_context):
     run, loss_fn = pare_context(pare={"k0": 1}, training={"epochs": 2})  # k = 1 at epoch 0, int(0.5) = 0 at 1
     x, y, model, task_loss = run.data.train.x[:8], run.data.train.y[:8], run.model, plain_loss(run)
-    assert loss_fn.schedule.at(1) == (0, 0.0)
+    assert loss_fn.schedule.at(0.5) == (0, 0.0)
     model.eval()  # no dropout, so both losses see the same forward pass
-    torch.testing.assert_close(loss_fn(model, x, y, 1, 0), task_loss(model, x, y, 1, 0), rtol=0, atol=0)
-    assert not torch.equal(loss_fn(model, x, y, 0, 0), task_loss(model, x, y, 0, 0))
+    torch.testing.assert_close(loss_fn(model, x, y, 1, 0, 0.5), task_loss(model, x, y, 1, 0, 0.5), rtol=0, atol=0)
+    assert not torch.equal(loss_fn(model, x, y, 0, 0, 0.0), task_loss(model, x, y, 0, 0, 0.0))
 
 
 def test_gate_gets_gradients_in_gumbel_phase_only(pare_context):
-    run, loss_fn = pare_context(pare={"gumbel_epochs": 1})
+    run, loss_fn = pare_context(pare={"gumbel_epochs": 1, "gumbel_max_share": 0.25})  # 1 of 3 epochs, capped
     x, y = run.data.train.x[:8], run.data.train.y[:8]
     gate = loss_fn.modules.scorer.linear
-    loss_fn(run.model, x, y, 0, 0).backward()
+    assert loss_fn.schedule.gumbel_until == 0.25
+    loss_fn(run.model, x, y, 0, 0, 0.2).backward()
     assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
     assert loss_fn.modules.source_head.weight.grad.abs().sum() > 0
     gate.zero_grad(set_to_none=True)
-    loss_fn(run.model, x, y, 1, 0).backward()
+    loss_fn(run.model, x, y, 0, 1, 0.3).backward()
     assert gate.weight.grad is None or gate.weight.grad.abs().sum() == 0
 
 
