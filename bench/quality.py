@@ -189,15 +189,16 @@ def cross_modal(name: str, method: str, scale: float, seed: int, lr: float | Non
     return run_job(name, job_config(name, method, scale, seed, lr, budget_seconds))
 
 
-def run_job(name: str, config: dict) -> dict:
-    """Run one job config on a row's dataset (CPU): its test metric, wall time and steps per stage."""
+def run_job(name: str, config: dict, callbacks: tuple = ()) -> dict:
+    """Run one job config on a row's dataset (CPU): its test metric, its own classical baseline, wall
+    time and steps per stage."""
     from core.config import parse_config
     from core.runner import run
 
     timer = StageTimer()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xmodal-quality-") as out:
-        result = run(parse_config(config), dataset_path(name), Path(out), callbacks=[timer],
+        result = run(parse_config(config), dataset_path(name), Path(out), callbacks=[timer, *callbacks],
                      device=torch.device("cpu"))
     if result.error is not None:
         raise result.error
@@ -207,7 +208,7 @@ def run_job(name: str, config: dict) -> dict:
     stage1 = {stage: steps for stage, steps in stages.items() if stage != "refine"}
     return {"value": result.summary["test"][ROWS[name]["metric"]], "wall_s": wall,
             "steps": result.summary["steps"], "refine_steps": refine_steps, "stage1_steps": sum(stage1.values()),
-            "stage1": stage1, "budget_s": config.get("training", {}).get("time_budget_seconds"), "config": config}
+            "stage1": stage1, "baseline": result.summary.get("baseline"), "budget_s": config.get("training", {}).get("time_budget_seconds"), "config": config}
 
 
 # ---- cells ------------------------------------------------------------------------------------
@@ -395,8 +396,8 @@ def write_table(cells: dict, command: str, out: Path, smoke: bool, env: str, inv
         stage1 = stage1_settings(scale)
         lines.append(f"- **method settings at scale {scale:g}**: source proxy for orca/pare/mona/contrastive_pare "
                      f"{PROXY}; orca alignment {dict(ALIGN, epochs=stage1['orca'])} (objective otdd_exact, lr 10x, "
-                     f"step decay); pare: core defaults (k0 half the tokens, w by task, k/k0, 1 Gumbel epoch, "
-                     f"tau 0.9); mona {dict(MONA, iterations=stage1['mona'])} (inner_lr 1e-3, lambda 1, beta 10x "
+                     f"step decay); pare: core defaults (k0 half the tokens, w by task, k/k0 on refine progress, Gumbel for 5 "
+                     f"epochs or a third of the run, tau 0.9); mona {dict(MONA, iterations=stage1['mona'])} (inner_lr 1e-3, lambda 1, beta 10x "
                      f"lr, source batch 32); contrastive_pare contrastive {CONTRASTIVE} (noise scales 0.1/0.3/0.5 "
                      f"x 2 steps, tau 0.1), then PaRe with attention scores; checkpoint.every_epochs 10000")
     failures = [(k, c) for k, c in sorted(cells.items()) if "error" in c]

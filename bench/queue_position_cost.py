@@ -25,8 +25,8 @@ from store.db import session_scope
 from store.models import File, Job, Owner, utcnow
 from store.repositories import jobs
 
-COUNT_AHEAD = text("SELECT count(*) FROM jobs a, jobs j WHERE j.id = :job_id AND a.status = 'queued' "
-                   "AND (a.created_at, a.id) <= (j.created_at, j.id)")
+WINDOW = text("SELECT id, position FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS position "
+              "FROM jobs WHERE status = 'queued') ranked WHERE id = :job_id")  # before migration 0006
 BY_ID = text("SELECT id FROM jobs WHERE id = :job_id")
 
 
@@ -49,9 +49,11 @@ def main() -> int:
                                  training_file_id=file.id) for _ in range(args.queued)])
         with session_scope(url) as session:
             ids = list(session.scalars(text("SELECT id FROM jobs ORDER BY random() LIMIT :n"), {"n": args.gets}))
-            statements = {"positions (row_number over the queue)": lambda i: session.execute(jobs.POSITIONS, {"job_ids": [i]}),
+            statements = {"positions (count ahead, (status, created_at, id) index)":
+                          lambda i: session.execute(jobs.POSITIONS, {"job_ids": [i]}),
+                          "positions before 0006 (row_number over the queue)":
+                          lambda i: session.execute(WINDOW, {"job_id": i}),
                           "queue pace": lambda i: session.execute(jobs.PACE, {"live_since": utcnow()}),
-                          "count of the queued jobs ahead": lambda i: session.execute(COUNT_AHEAD, {"job_id": i}),
                           "primary-key SELECT": lambda i: session.execute(BY_ID, {"job_id": i})}
             for round_no in (1, 2):
                 for name, run in statements.items():

@@ -118,6 +118,7 @@ class Job(Base):
     __table_args__ = (
         Index(None, "owner_id", "created_at"),
         Index(None, "status", "lease_expires_at"),
+        Index(None, "status", "created_at", "id"),  # queue positions (migration 0006)
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ftjob"))

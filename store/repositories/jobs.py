@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, distinct, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, distinct, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from store.models import Job, utcnow
@@ -60,9 +60,13 @@ RECENT_JOBS = 20
 
 
 def _positions_statement() -> Any:
-    ranked = (select(Job.id, func.row_number().over(order_by=(Job.created_at, Job.id)).label("position"))
-              .where(Job.status == "queued").subquery())
-    return select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(bindparam("job_ids", expanding=True)))
+    """Each queued job's position: the queued jobs at or before it in (created_at, id) order, a range
+    scan of the (status, created_at, id) index rather than a window over the whole queue."""
+    ahead = aliased(Job)
+    position = (select(func.count()).select_from(ahead)
+                .where(ahead.status == "queued", tuple_(ahead.created_at, ahead.id) <= tuple_(Job.created_at, Job.id))
+                .scalar_subquery())
+    return select(Job.id, position).where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status == "queued")
 
 
 def _pace_statement() -> Any:

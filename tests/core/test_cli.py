@@ -95,3 +95,22 @@ def test_predict_rejects_wrong_shape(classification_1d, tmp_path, repo_root):
     done = xmodal("predict", "--checkpoint", str(result.checkpoint_dir), "--data", str(tmp_path / "x.npy"),
                   "--out", str(tmp_path / "p.npy"), cwd=repo_root)
     assert done.returncode == 2 and "expected inputs of shape (N, 1, 64)" in done.stderr
+
+
+def test_model_root_adds_its_proxies_to_the_auto_choice(classification_1d, tmp_path, repo_root):
+    """`--model-root` reaches core: the root's own .npz (the target's samples) is measured and wins.
+    Fails if `_train` stops passing `model_roots` to `core.run`."""
+    root = tmp_path / "models"
+    (root / "proxies").mkdir(parents=True)
+    own = root / "proxies" / "own.npz"
+    own.write_bytes(classification_1d.read_bytes())
+    job = tmp_path / "job.yaml"
+    job.write_text(CONTRACT_YAML.replace("proxy: digits", "proxy: auto").replace("epochs: 2, batch", "epochs: 1, batch"))
+    run_dir = tmp_path / "run"
+    done = xmodal("train", str(job), "--data", str(classification_1d), "--out", str(run_dir), "--quiet",
+                  "--model-root", str(root), cwd=repo_root)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    chosen = [e for e in events if "distances" in e.get("data", {})]
+    assert len(chosen) == 1 and chosen[0]["data"]["proxy"] == str(own)
+    assert str(own) in chosen[0]["data"]["distances"]
