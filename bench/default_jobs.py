@@ -70,7 +70,10 @@ def table(runs: dict, command: str, env: str) -> str:
              "| row | method | test | classical (bench) | job's baseline | wall (max) | within 10 min | beats classical | steps | proxy |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ROWS:
-        mine = [r for k, r in sorted(runs.items()) if k.split("/")[0] == name]
+        failed = [r for k, r in sorted(runs.items()) if k.split("/")[0] == name and "error" in r]
+        mine = [r for k, r in sorted(runs.items()) if k.split("/")[0] == name and "error" not in r]
+        if failed:
+            lines.append(f"| {name} | {failed[0]['method']} | failed: {failed[0]['error']} |" + " |" * 7)
         if not mine:
             continue
         mean, std = mean_std([r["value"] for r in mine])
@@ -80,7 +83,7 @@ def table(runs: dict, command: str, env: str) -> str:
         beats = "yes" if gap < 0 else f"no (+{fmt_value(gap, name)})"
         if name in MUST_BEAT:
             beats += " — target"
-        own = "; ".join(sorted({f"{r['baseline']['method']} {fmt_value(r['baseline']['test'], name)}"
+        own = "; ".join(sorted({f"{r['baseline']['method']} {fmt_value(r['baseline']['test'][ROWS[name]['metric']], name)}"
                                 for r in mine if r.get("baseline")})) or "—"
         steps = ", ".join(f"{r['refine_steps']} + {r['stage1_steps']}" for r in mine)
         proxies = ", ".join(sorted({str(r.get("proxy")) for r in mine}))
@@ -89,6 +92,11 @@ def table(runs: dict, command: str, env: str) -> str:
                      f"({mine[0]['classical_label']}) | {own} | {wall / 60:.1f} min | "
                      f"{'yes' if wall <= LIMIT_S else 'NO'} | {beats} | {steps} | {proxies} |")
     return "\n".join(lines) + "\n"
+
+
+def save(path: Path, runs: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
 
 
 def main() -> None:
@@ -111,14 +119,20 @@ def main() -> None:
             key = f"{name}/{args.method}/{seed}"
             if key in runs:
                 continue
-            cell = run_row(name, args.method, seed)
+            try:
+                cell = run_row(name, args.method, seed)
+            except Exception as exc:  # noqa: BLE001 - one failed row is reported, the others still run
+                runs[key] = {"error": f"{type(exc).__name__}: {exc}", "method": args.method}
+                print(f"{key}: FAILED {runs[key]['error']}", flush=True)
+                save(args.runs[0], runs)
+                continue
             cell["method"] = args.method
             runs[key] = cell
             print(f"{key}: {fmt_value(cell['value'], name)} (classical {fmt_value(cell['classical'], name)}), "
                   f"{cell['wall_s']:.0f} s, {cell['refine_steps']} + {cell['stage1_steps']} steps, "
                   f"proxy {cell.get('proxy')}", flush=True)
-            args.runs[0].parent.mkdir(parents=True, exist_ok=True)
-            args.runs[0].write_text(json.dumps(runs, indent=1, sort_keys=True))
+            save(args.runs[0], runs)
+    save(args.runs[0], runs)  # with several runs files: merged into the first
     args.out.write_text(table(runs, "python " + " ".join(sys.argv), env))
     print(args.out)
 
