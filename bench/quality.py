@@ -304,7 +304,8 @@ def summary_lines(cells: dict, rows: list[str]) -> list[str]:
              "Lower is better. `best cross-modal` = the lowest mean among " + ", ".join(CROSS_MODAL) +
              " (pretrained body). With several seeds a gap counts as beyond seed noise when it exceeds "
              "sqrt(std_a² + std_b²); a single seed says nothing about noise.", ""]
-    counts = {"beats classical": 0, "beats scratch": 0, "pare ahead of orca": 0, "mona ahead of orca": 0}
+    counts = {"beats classical": 0, "beats scratch": 0, "orca beats scratch beyond seed noise": 0,
+              "pare ahead of orca": 0, "mona ahead of orca": 0}
     for name in rows:
         aggs = {m: aggregate(cells, name, m) for m in COLUMNS}
         done = {m: a for m, a in aggs.items() if a and "mean" in a}
@@ -325,6 +326,9 @@ def summary_lines(cells: dict, rows: list[str]) -> list[str]:
             lines.append(f"- beats the scratch body: {verdict(vs_scratch, 'yes', 'no')}")
             counts["beats classical"] += vs_classical.startswith("<")
             counts["beats scratch"] += vs_scratch.startswith("<")
+        default = compare(aggs["orca"], aggs["scratch"])
+        lines.append(f"- the default method (orca) beats the scratch body: {verdict(default, 'yes', 'no')}")
+        counts["orca beats scratch beyond seed noise"] += default.startswith("<") and "beyond" in default
         pare, mona = compare(aggs["pare"], aggs["orca"]), compare(aggs["mona"], aggs["orca"])
         lines.append(f"- PaRe ahead of ORCA: {verdict(pare, 'yes', 'no')}; MoNA ahead of ORCA: "
                      f"{verdict(mona, 'yes', 'no')}; seed papers' ordering (both ahead) holds: "
