@@ -48,6 +48,8 @@ from bench.service_common import (
     create_key,
     header,
     percentile,
+    STATS_SETTLE_S,
+    pg_activity,
     postgres_database,
     redis_db,
     serve,
@@ -70,7 +72,9 @@ class Target:
     key: str
     file_id: str
     server_pid: int
+    database_url: str
     job_ids: list[str] = field(default_factory=list)
+    requests: int = 0
 
 
 @dataclass
@@ -259,9 +263,13 @@ def main() -> int:
             key = create_key(database_url)
             url, proc = stack.enter_context(serve(service_env(data_dir, database_url, broker, **UNLIMITED), tmp / f"{backend}.log",
                                                   args.workers))
-            targets.append(Target(backend, url, key, upload_tiny(url, key), proc.pid))
+            targets.append(Target(backend, url, key, upload_tiny(url, key), proc.pid, database_url))
             print(f"{backend}: {url} (pid {proc.pid})", flush=True)
         pool = stack.enter_context(ProcessPoolExecutor(args.load_procs)) if args.load_procs > 1 else None
+        postgres = [t for t in targets if t.backend == "postgresql"]
+        if postgres:
+            time.sleep(STATS_SETTLE_S)
+        activity_before = {t.backend: pg_activity(t.database_url) for t in postgres}
 
         for round_no in range(args.rounds + 1):
             order = targets if round_no % 2 == 0 else targets[::-1]
@@ -272,6 +280,7 @@ def main() -> int:
                 for endpoint, clients, requests in phases:
                     result = run_phase(target, endpoint, clients, requests, args, pool)
                     target.job_ids.extend(result.new_job_ids)
+                    target.requests += requests
                     stats = _stats(result)
                     label = "warm-up" if round_no == 0 else f"round {round_no}"
                     print(f"{label:8} {target.backend:10} {endpoint:7} c={clients:<3} p50 {stats['p50']:7.1f} ms  "
@@ -279,6 +288,10 @@ def main() -> int:
                           f"client cpu {stats['client_cpu']:.2f}  server cpu {stats['server_cpu']:.2f}", flush=True)
                     if round_no > 0:
                         results.setdefault((target.backend, endpoint, clients), []).append(stats)
+        if postgres:
+            time.sleep(STATS_SETTLE_S)
+        activity = {t.backend: {k: v - activity_before[t.backend][k] for k, v in pg_activity(t.database_url).items()}
+                    for t in postgres}
 
     client_note = ("a minimal asyncio HTTP/1.1 keep-alive client (bench/api.py RawConnection)" if args.client == "raw"
                    else "httpx.AsyncClient")
@@ -313,6 +326,12 @@ def main() -> int:
                         f"**{'PASS' if get_p99 < GET_P99_TARGET_MS else 'FAIL'}**; get/healthz throughput "
                         f"{ratio:.2f} (median of per-round ratios; target >= {GET_VS_HEALTHZ_TARGET}): "
                         f"**{'PASS' if ratio >= GET_VS_HEALTHZ_TARGET else 'FAIL'}**")
+    for target in targets:
+        if target.backend in activity:
+            opened, xacts = activity[target.backend]["sessions"], activity[target.backend]["transactions"]
+            lines += ["", f"PostgreSQL's own counters over all rounds (warm-up included; pg_stat_database): "
+                          f"{opened} sessions opened and {xacts} transactions for {target.requests} requests "
+                          f"({xacts / target.requests:.2f} transactions per request, healthz included)."]
     lines += ["", "Targets:", "", *verdicts]
     print("\n".join(lines[len(head):]))
     path = write_results(args.out, lines)

@@ -169,6 +169,27 @@ def wait_until_up(url: str, proc: Proc, timeout: float = 90.0) -> None:
     raise TimeoutError(f"{url} did not come up within {timeout}s:\n{proc.tail()}")
 
 
+STATS_SETTLE_S = 11.0
+"""PostgreSQL publishes an idle backend's counts up to 10 s late: wait this long before reading them."""
+
+
+def pg_activity(database_url: str) -> dict[str, int]:
+    """PostgreSQL's own counters for one database (pg_stat_database): `sessions` established and
+    `transactions` (commits + rollbacks), read over a connection to another database so the reading
+    is not counted. An idle backend's counts can arrive up to 10 s late."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(f"{POSTGRES_SERVER}/postgres")
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT sessions, xact_commit + xact_rollback FROM pg_stat_database "
+                                    "WHERE datname = :n"), {"n": make_url(database_url).database}).one()
+        return {"sessions": int(row[0]), "transactions": int(row[1])}
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def serve(env: dict[str, str], log: Path, workers: int = 1) -> Iterator[tuple[str, Proc]]:
     """`xmodal serve` on a free port; yields (url, proc). With one worker the uvicorn process is the

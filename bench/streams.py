@@ -21,25 +21,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.service_common import (POSTGRES_SERVER, auth, create_key, header, percentile,  # noqa: E402
-                                  postgres_database, serve, service_env, upload_tiny, write_results)
+from bench.service_common import (STATS_SETTLE_S, auth, create_key, header, percentile,  # noqa: E402
+                                  pg_activity, postgres_database, serve, service_env, upload_tiny, write_results)
 
-STATS_SETTLE_S = 11.0
-"""PostgreSQL publishes an idle backend's counts up to 10 s late: let the streams' opening reads land first."""
 JOBS = "/v1/fine_tuning/jobs"
 
 
 def transactions(database_url: str) -> int:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    engine = create_engine(f"{POSTGRES_SERVER}/postgres")  # not the measured database
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = :n"),
-                                    {"n": make_url(database_url).database}).scalar_one())
-    finally:
-        engine.dispose()
+    return pg_activity(database_url)["transactions"]
 
 
 def add_event(database_url: str, job_id: str, message: str) -> None:
