@@ -24,10 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-import numpy as np
-
-from bench.common import DATA, RESULTS, dataset_path, environment, mean_std
-from bench.quality import BODY, PROXY, ROWS, classical, load_cells, run_job, save_cells
+from bench.common import DATA, RESULTS, environment, mean_std
+from bench.quality import BODY, PROXY, ROWS, classical_for_row, load_cells, run_job, save_cells
 
 STEPS = 96
 BATCH = 16
@@ -145,7 +143,7 @@ def report() -> None:
     for row, (method, fixes) in ROW_PLAN.items():
         new = values(cells, row, "new")
         name = row.removesuffix("-pare")
-        label, baseline = classical(name, dict(np.load(dataset_path(name))))
+        label, baseline = classical_for_row(name)
         for fix in fixes:
             old = values(cells, row, fix)
             arrow = (f"{mean_std(old)[0]:.4f} -> {mean_std(new)[0]:.4f}" if old and new else "—")

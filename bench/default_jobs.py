@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, environment, mean_std
+from bench.quality import ROWS, classical_for_row, fmt_value, run_job
 from core.callbacks import Callback, Event
-from bench.quality import ROWS, classical, fmt_value, run_job
 
 LIMIT_S = 600.0
 MUST_BEAT = ("digits", "gunpoint")
@@ -33,7 +33,7 @@ OUT = RESULTS / "default_jobs.md"
 
 
 @dataclass
-class ProxyChoice(Callback):
+class ChosenProxy(Callback):
     """The proxy `alignment.proxy: auto` chose, from its event."""
 
     name: str | None = None
@@ -45,16 +45,11 @@ class ProxyChoice(Callback):
 
 def run_row(name: str, method: str, seed: int) -> dict:
     """One default job; the classical baseline of the quality table beside it."""
-    import numpy as np
-
-    from bench.common import dataset_path
-
     config = {"method": method} if seed == 0 else {"method": method, "training": {"seed": seed}}
-    proxy = ProxyChoice()
+    proxy = ChosenProxy()
     cell = run_job(name, config, (proxy,))
     cell["proxy"] = proxy.name
-    with np.load(dataset_path(name)) as data:
-        label, value = classical(name, {k: data[k] for k in ("x", "y", "x_test", "y_test")})
+    label, value = classical_for_row(name)
     cell.update(classical=value, classical_label=label, seed=seed, ran=dt.datetime.now().isoformat("T", "seconds"))
     return cell
 

@@ -141,6 +141,12 @@ def classical(name: str, arrays: dict) -> tuple[str, float]:
     raise ValueError(name)
 
 
+def classical_for_row(name: str) -> tuple[str, float]:
+    """The row's classical baseline on its dataset file: (what it is, test metric)."""
+    with np.load(dataset_path(name)) as data:
+        return classical(name, dict(data))
+
+
 # ---- cross-modal runs -------------------------------------------------------------------------
 
 def stage1_settings(scale: float) -> dict:
@@ -486,15 +492,13 @@ def main() -> None:
     print(f"stage 1 at this scale: orca alignment epochs {stage1['orca']}, mona iterations {stage1['mona']} "
           f"(variant {MONA['variant']}), contrastive epochs {stage1['contrastive_pare']}; proxy {PROXY}", flush=True)
     for name in rows if methods else []:
-        path = dataset_path(name)
         for method in methods:
             for seed in [None] if method == "classical" else seeds[(name, method)]:
                 stamp = dt.datetime.now().isoformat(timespec="seconds")
                 try:
                     if method == "classical":
                         start = time.perf_counter()
-                        with np.load(path) as data:
-                            label, value = classical(name, dict(data))
+                        label, value = classical_for_row(name)
                         cell = {"value": value, "label": label, "wall_s": time.perf_counter() - start}
                     else:
                         cell = cross_modal(name, method, scale, seed, args.lr, args.budget_seconds)

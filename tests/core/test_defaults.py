@@ -2,6 +2,7 @@
 behaviour: per-part learning rates, body dropout, PaRe's schedule on the real step budget, and an
 embedder that keeps each patch's scale."""
 
+import numpy as np
 import torch
 
 import core
@@ -131,8 +132,6 @@ def test_token_norm_sees_only_the_sign():
 def write_amplitude_classes(path, n: int = 96, n_test: int = 64, length: int = 64, seed: int = 0):
     """Sines of random frequency and phase whose class is their amplitude (1 or 3), 96 train samples:
     learnable (1-NN: 0.09 test error), but not in the few dozen steps the old epoch default gave."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     total = n + n_test
     y = rng.integers(0, 2, size=total)
