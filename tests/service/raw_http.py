@@ -11,13 +11,27 @@ from urllib.parse import urlsplit
 import httpx
 
 
+BODY_PIECE = 64 * 1024
+
+
 def open_request(url: str, method: str, path: str, headers: dict[str, str], body_start: bytes = b"") -> socket.socket:
-    """A connection that has sent the request line, `headers` and `body_start`, and nothing more."""
+    """A connection that has sent the request line, `headers` and `body_start`, and nothing more.
+
+    `body_start` goes in pieces and stops once the server has answered: a server that refuses
+    early may close while it is still being sent (a broken pipe on our side, which is the behaviour
+    under test, not a failure), and the answer is then read from the socket as usual."""
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
     head = f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
-    sock.sendall(head.encode() + body_start)
+    sock.sendall(head.encode())
+    for start in range(0, len(body_start), BODY_PIECE):
+        if answered(sock):
+            break
+        try:
+            sock.sendall(body_start[start:start + BODY_PIECE])
+        except (BrokenPipeError, ConnectionResetError):
+            break  # the server answered and closed
     return sock
 
 
