@@ -7,8 +7,8 @@ that blocks (a query, closing a session that holds a connection) goes to a threa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
+from api.observability import bind_job_id
 from store.blobs import Blobs, blob_store
-from store.db import SessionLocal, get_engine
+from store.db import SessionLocal, get_engine, get_reader
 from store.models import Owner
 from store.repositories import keys
 from store.settings import Settings, get_settings
@@ -31,7 +32,7 @@ async def current_settings() -> Settings:
 SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 
-async def reject_control_characters(request: Request) -> None:
+def reject_control_characters(request: Request) -> None:
     """Ids and query values are printable text; a NUL would otherwise reach PostgreSQL (which
     refuses it in text columns) and come back as a 500 instead of the client's mistake."""
     for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
@@ -55,6 +56,23 @@ async def get_session() -> AsyncIterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+T = TypeVar("T")
+
+
+async def read_only(work: Callable[[Session], T]) -> T:
+    """`work(session)` in one thread-pool hop, on a session of its own that reads in autocommit (no
+    BEGIN, no ROLLBACK) and is closed on that thread. A sync route on `SessionDep` takes up to three
+    hops (the route, FastAPI's validation of its return value, closing a session that holds a
+    connection), each queued behind every other request's: the polled read routes use this instead
+    (bench/results/api_get_paths.md). Each statement reads the latest commit, as under PostgreSQL's
+    default READ COMMITTED."""
+
+    def run() -> T:
+        with SessionLocal(bind=get_reader()) as session:
+            return work(session)
+
+    return await run_in_threadpool(run)
+
 bearer = HTTPBearer(auto_error=False, description="an API key from `xmodal keys create` or `xmodal up`")
 
 
@@ -62,10 +80,22 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-async def current_owner(request: Request, credentials: Credentials) -> Owner:
-    """The owner of the request's bearer key; every /v1 route depends on it. A request that may carry
-    a body was authenticated before it was read (api/guard.py), the same way. The owner is detached
-    from any session: routes read its `id`."""
+async def authorized_owner(request: Request, credentials: Credentials) -> Owner:
+    """Every /v1 request's gate, in order: tag its logs with the job id, refuse control characters,
+    find the key's owner, spend one of the key's requests. One dependency rather than four: FastAPI's
+    resolution of each cost more than the check itself (bench/results/api_get_paths.md). As a route
+    parameter (`CurrentOwner`) it is the same dependency, so it runs once per request. The owner is
+    detached from any session: routes read its `id`."""
+    bind_job_id(request)
+    reject_control_characters(request)
+    owner = await current_owner(request, credentials)
+    rate_limit(request, get_settings(), credentials)
+    return owner
+
+
+async def current_owner(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Owner:
+    """The owner of the request's bearer key. A request that may carry a body was authenticated
+    before it was read (api/guard.py), the same way."""
     known: Owner | None = getattr(request.state, "owner", None)
     if known is not None:
         return known
@@ -101,11 +131,11 @@ def missing_key() -> ApiError:
     return ApiError(401, "invalid_api_key", "missing API key; send 'Authorization: Bearer <key>'", headers=_CHALLENGE)
 
 
-CurrentOwner = Annotated[Owner, Depends(current_owner)]
+CurrentOwner = Annotated[Owner, Depends(authorized_owner)]
 
 
-async def rate_limit(request: Request, settings: SettingsDep, credentials: Credentials, _owner: CurrentOwner) -> None:
-    """Spend one of the key's requests (`rate_limit_per_minute`, per API process). Runs after
+def rate_limit(request: Request, settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """Spend one of the key's requests (`rate_limit_per_minute`, per API process). Called after
     authentication, so only real keys get a bucket."""
     per_minute = settings.rate_limit_per_minute
     if per_minute == 0:

@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api import dashboard
-from api.deps import current_owner, rate_limit, reject_control_characters
+from api.deps import authorized_owner
 from api.errors import install_error_handlers
 from api.guard import AuthenticateBeforeBody
 from api.live import Listener
-from api.observability import RequestMetrics, bind_job_id
+from api.observability import RequestMetrics
 from api.ratelimit import RateLimiter
 from api.routes import experiments, files, health, jobs, metrics
 from api.schemas.common import ERROR_RESPONSES
@@ -56,6 +56,6 @@ def create_app() -> FastAPI:
     app.include_router(dashboard.docs_router)  # /docs: Swagger UI from our own origin
     for router in (files.router, jobs.router, experiments.router):
         # Every /v1 route needs a key, even one that forgets to ask for the owner, and spends its rate.
-        app.include_router(router, prefix="/v1", dependencies=[Depends(bind_job_id), Depends(reject_control_characters), Depends(current_owner), Depends(rate_limit)],
+        app.include_router(router, prefix="/v1", dependencies=[Depends(authorized_owner)],
                            responses=ERROR_RESPONSES)
     return app

@@ -75,10 +75,10 @@ class RequestMetrics:
             LATENCY.labels(method, route).observe((answered or time.perf_counter()) - start)
 
 
-async def bind_job_id(request: Request) -> None:
-    """Tag the request's log records with the job id in its path. Async on purpose: it runs in the
-    request's own task, whose context the route's thread and the error handlers inherit; the task,
-    and the tag with it, ends with the request."""
+def bind_job_id(request: Request) -> None:
+    """Tag the request's log records with the job id in its path. Called from an async dependency
+    (api.deps.authorized_owner) on purpose: that runs in the request's own task, whose context the
+    route's thread and the error handlers inherit; the task, and the tag with it, ends with the request."""
     job_id = request.path_params.get("job_id")
     if job_id is not None:
         current_job_id.set(job_id)

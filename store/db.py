@@ -60,6 +60,12 @@ def get_engine(url: str | None = None) -> Engine:
     return _engines[url]
 
 
+def get_reader(url: str | None = None) -> Engine:
+    """The engine for `url` in autocommit mode, sharing its pool: for single-statement reads that
+    need no transaction, so a request skips BEGIN and the ROLLBACK when its connection goes back."""
+    return get_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+
+
 def dispose_engines(close: bool = True) -> None:
     """Drop every cached engine. A forked worker child calls this with close=False so it never
     touches connections that belong to its parent."""

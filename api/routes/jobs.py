@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
-from api.deps import BlobsDep, Credentials, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, Credentials, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep, read_only
 from api.downloads import blob_response
 from api.errors import ApiError, not_found
 from api.idempotency import Once, create_once
@@ -74,17 +74,26 @@ def _job_objects(session: Session, settings: Settings, rows: list[Job]) -> list[
 
 
 @router.get("", response_model=ListResponse[JobObject])
-def list_jobs(session: SessionDep, owner: CurrentOwner, settings: SettingsDep, limit: LimitDep,
-              after: Annotated[str | None, Query(max_length=64, description="id of the last job seen")] = None,
-              status: JobStatusFilter = None) -> ListResponse[JobObject]:
+async def list_jobs(owner: CurrentOwner, settings: SettingsDep, limit: LimitDep,
+                    after: Annotated[str | None, Query(max_length=64, description="id of the last job seen")] = None,
+                    status: JobStatusFilter = None) -> ListResponse[JobObject]:
     """Newest first."""
-    page = jobs.list_jobs(session, owner.id, after=after, limit=limit, status=status)
-    return ListResponse[JobObject].of(_job_objects(session, settings, page.items), page.has_more)
+
+    def read(session: Session) -> ListResponse[JobObject]:
+        page = jobs.list_jobs(session, owner.id, after=after, limit=limit, status=status)
+        return ListResponse[JobObject].of(_job_objects(session, settings, page.items), page.has_more)
+
+    return await read_only(read)
 
 
 @router.get("/{job_id}", response_model=JobObject)
-def get_job(job_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep) -> JobObject:
-    return _job_objects(session, settings, [_job_or_404(session, owner, job_id)])[0]
+async def get_job(job_id: str, owner: CurrentOwner, settings: SettingsDep) -> JobObject:
+    """The route every client polls: one statement (two for a queued job) on a Core row, in one
+    thread-pool hop (bench/results/api_get_paths.md)."""
+    found = await read_only(lambda session: jobs.get_with_slot(session, owner.id, job_id, settings.lease_seconds))
+    if found is None:
+        raise not_found("job", job_id)
+    return JobObject.from_row(*found)
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses={409: {"description": "Already finished"}})
@@ -98,36 +107,48 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentOwner) -> JobObje
 
 
 @router.get("/{job_id}/events", response_model=ListResponse[EventObject])
-def list_events(job_id: str, session: SessionDep, owner: CurrentOwner, limit: LimitDep,
-                after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last event seen")] = None,
-                ) -> ListResponse[EventObject]:
+async def list_events(job_id: str, owner: CurrentOwner, limit: LimitDep,
+                      after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last event seen")] = None,
+                      ) -> ListResponse[EventObject]:
     """Oldest first: poll with `after` = the last id seen to follow a running job."""
-    _job_or_404(session, owner, job_id)
-    page = events.list_events(session, owner.id, job_id, after=after, limit=limit)
-    return ListResponse[EventObject].of([EventObject.from_row(row) for row in page.items], page.has_more)
+
+    def read(session: Session) -> ListResponse[EventObject]:
+        _job_or_404(session, owner, job_id)
+        page = events.list_events(session, owner.id, job_id, after=after, limit=limit)
+        return ListResponse[EventObject].of([EventObject.from_row(row) for row in page.items], page.has_more)
+
+    return await read_only(read)
 
 
 @router.get("/{job_id}/metrics", response_model=ListResponse[MetricObject])
-def list_metrics(job_id: str, session: SessionDep, owner: CurrentOwner, limit: LimitDep,
-                 key: Annotated[str | None, Query(max_length=128)] = None,
-                 split: Annotated[str | None, Query(max_length=32)] = None,
-                 min_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
-                 max_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
-                 after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last point seen")] = None,
-                 ) -> ListResponse[MetricObject]:
+async def list_metrics(job_id: str, owner: CurrentOwner, limit: LimitDep,
+                       key: Annotated[str | None, Query(max_length=128)] = None,
+                       split: Annotated[str | None, Query(max_length=32)] = None,
+                       min_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
+                       max_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
+                       after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last point seen")] = None,
+                       ) -> ListResponse[MetricObject]:
     """Metric history in write order, filtered by key, split and inclusive step range."""
-    _job_or_404(session, owner, job_id)
-    page = metrics.list_metrics(session, owner.id, job_id, key=key, split=split, min_step=min_step,
-                                max_step=max_step, after=after, limit=limit)
-    return ListResponse[MetricObject].of([MetricObject.from_row(row) for row in page.items], page.has_more)
+
+    def read(session: Session) -> ListResponse[MetricObject]:
+        _job_or_404(session, owner, job_id)
+        page = metrics.list_metrics(session, owner.id, job_id, key=key, split=split, min_step=min_step,
+                                    max_step=max_step, after=after, limit=limit)
+        return ListResponse[MetricObject].of([MetricObject.from_row(row) for row in page.items], page.has_more)
+
+    return await read_only(read)
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject])
-def list_checkpoints(job_id: str, session: SessionDep, owner: CurrentOwner) -> ListResponse[CheckpointObject]:
+async def list_checkpoints(job_id: str, owner: CurrentOwner) -> ListResponse[CheckpointObject]:
     """Newest first; a job keeps a handful, so one page holds them all."""
-    _job_or_404(session, owner, job_id)
-    rows = checkpoints.list_checkpoints(session, owner.id, job_id)
-    return ListResponse[CheckpointObject].of([CheckpointObject.from_row(row) for row in rows], False)
+
+    def read(session: Session) -> ListResponse[CheckpointObject]:
+        _job_or_404(session, owner, job_id)
+        rows = checkpoints.list_checkpoints(session, owner.id, job_id)
+        return ListResponse[CheckpointObject].of([CheckpointObject.from_row(row) for row in rows], False)
+
+    return await read_only(read)
 
 
 @router.get("/{job_id}/checkpoints/{checkpoint_id}/content", response_class=Response,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Row
 
 from api.schemas.common import ErrorDetail, unix, unix_or_none
 from store.models import Checkpoint, Job, JobEvent, MetricPoint
@@ -107,7 +108,8 @@ class JobObject(BaseModel):
     trained_tokens: None = Field(None, description="always null: training is not counted in tokens")
 
     @classmethod
-    def from_row(cls, row: Job, slot: QueueSlot | None = None) -> JobObject:
+    def from_row(cls, row: Job | Row[Any], slot: QueueSlot | None = None) -> JobObject:
+        """From an ORM job or a read-only row with the same attribute names (jobs.get_with_slot)."""
         training = row.config["training"]
         return cls(
             id=row.id, status=row.status, model=row.model, method=method_of(row.config),  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, distinct, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Row, Update, and_, bindparam, case, distinct, func, inspect, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from store.models import Job, utcnow
@@ -79,9 +79,36 @@ def _pace_statement() -> Any:
             .order_by(Job.finished_at.desc()).limit(RECENT_JOBS))
 
 
+
+def _job_with_position_statement() -> Any:
+    """One owned job's columns (as a Core row whose names are the model's attributes) and, when it is
+    queued, its position: a job GET's one statement."""
+    table = Job.__table__
+    columns = [table.c[column.name].label(key) for key, column in inspect(Job).columns.items()]
+    ahead = table.alias("ahead")
+    position = (select(func.count()).select_from(ahead)
+                .where(ahead.c.status == "queued",
+                       tuple_(ahead.c.created_at, ahead.c.id) <= tuple_(table.c.created_at, table.c.id))
+                .scalar_subquery())
+    return (select(*columns, case((table.c.status == "queued", position)).label("queue_position"))
+            .where(table.c.owner_id == bindparam("owner_id"), table.c.id == bindparam("job_id")))
+
+
 # Built once, with bound parameters: building these subqueries and aliases on every job GET was
 # most of its CPU (bench/results/profile_job_get.md); SQLAlchemy caches their compiled SQL.
-POSITIONS, PACE = _positions_statement(), _pace_statement()
+POSITIONS, PACE, JOB_WITH_POSITION = _positions_statement(), _pace_statement(), _job_with_position_statement()
+
+
+def get_with_slot(db: Session | Connection, owner_id: str, job_id: str, lease_seconds: float,
+                  now: datetime | None = None) -> tuple[Row[Any], QueueSlot | None] | None:
+    """An owned job as a read-only row (the model's attribute names) with its queue slot, or None:
+    one statement for a job that is not queued, two for one that is, and no ORM objects: the job GET
+    that every client polls (bench/results/api_get_paths.md)."""
+    row = db.execute(JOB_WITH_POSITION, {"owner_id": owner_id, "job_id": job_id}).one_or_none()
+    if row is None:
+        return None
+    slots = slots_of(db, {row.id: row.queue_position} if row.queue_position else {}, lease_seconds, now)
+    return row, slots.get(row.id)
 
 
 def queue_slots(session: Session, job_ids: Collection[str], lease_seconds: float,
@@ -91,19 +118,25 @@ def queue_slots(session: Session, job_ids: Collection[str], lease_seconds: float
     if not job_ids:
         return {}
     positions = dict(session.execute(POSITIONS, {"job_ids": list(job_ids)}).all())
+    return slots_of(session, positions, lease_seconds, now)
+
+
+def slots_of(db: Session | Connection, positions: dict[str, int], lease_seconds: float,
+             now: datetime | None = None) -> dict[str, QueueSlot]:
+    """Queue slots for jobs at known `positions`, timed by the recent pace (one more query)."""
     if not positions:
         return {}
     now = now or utcnow()
-    pace = _queue_pace(session, live_since=now - timedelta(seconds=lease_seconds))
+    pace = _queue_pace(db, live_since=now - timedelta(seconds=lease_seconds))
     return {job_id: QueueSlot(position, None if pace is None else _start(now, position, *pace))
             for job_id, position in positions.items()}
 
 
-def _queue_pace(session: Session, live_since: datetime) -> tuple[float, int, int] | None:
+def _queue_pace(db: Session | Connection, live_since: datetime) -> tuple[float, int, int] | None:
     """(median seconds of a recent succeeded job, live running jobs, live workers), or None with no
     history. Live workers are the distinct lease owners that heartbeat within a lease period (idle
     workers hold no lease, so at least 1 is assumed); the counts ride along with the durations."""
-    rows = session.execute(PACE, {"live_since": live_since}).all()
+    rows = db.execute(PACE, {"live_since": live_since}).all()
     if not rows:
         return None
     seconds = median((finished - started).total_seconds() for started, finished, _, _ in rows)

@@ -154,7 +154,7 @@ def test_api_and_worker_tag_records_with_the_job_id(client: TestClient, owner_ke
     def explode(*_: Any, **__: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(jobs, "get", explode)
+    monkeypatch.setattr(jobs, "get_with_slot", explode)
     assert client.get("/v1/fine_tuning/jobs/ftjob-logged", headers=auth(owner_key.key)).status_code == 500
     monkeypatch.setattr(lifecycle, "_execute", lambda job_id, *_: lifecycle.log.warning("running") or "skipped")
     lifecycle.execute_job("ftjob-worked")

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
 from store.db import get_engine, session_scope
@@ -82,6 +82,29 @@ def test_with_no_live_worker_the_first_job_starts_now_and_one_worker_is_assumed(
         int(NOW.timestamp()), int(NOW.timestamp()) + 40)
 
 
+def test_get_with_slot_reads_what_get_and_queue_slots_read(session: Session) -> None:
+    """The job GET's one-statement read (a Core row with its position) against the ORM reads it
+    replaced, on every kind of job; fails if a column, the owner scoping or a position differs."""
+    alice, bob = _owners(session)
+    _finished(session, bob, 100)
+    _running(session, bob, "w1", beat_s_ago=1)
+    queued = [_at(session, _job(session, owner), 30 - i) for i, owner in enumerate((alice, bob, alice))]
+    others = [_at(session, _job(session, alice), 50, status=status) for status in ("cancelled", "succeeded")]
+    attributes = [column.key for column in inspect(Job).column_attrs]
+    for job in [*queued, *others]:
+        if job.owner_id != alice:
+            assert jobs.get_with_slot(session, alice, job.id, LEASE_S, now=NOW) is None  # bob's
+            continue
+        found = jobs.get_with_slot(session, alice, job.id, LEASE_S, now=NOW)
+        assert found is not None
+        row, slot = found
+        assert {name: getattr(row, name) for name in attributes} == {name: getattr(job, name) for name in attributes}
+        assert slot == jobs.queue_slots(session, [job.id], LEASE_S, now=NOW).get(job.id)
+    assert [jobs.get_with_slot(session, alice, job.id, LEASE_S, now=NOW)[1] for job in (queued[0], queued[2])] == [
+        jobs.QueueSlot(1, int(NOW.timestamp()) + 100), jobs.QueueSlot(3, int(NOW.timestamp()) + 300)]
+    assert jobs.get_with_slot(session, alice, "ftjob-none", LEASE_S) is None
+
+
 @contextmanager
 def counted_statements() -> Iterator[list[str]]:
     statements: list[str] = []
@@ -116,6 +139,11 @@ def test_job_object_carries_its_slot_and_a_list_costs_the_same_queries_at_any_le
     assert third["queue_position"] == 1 and before <= third["estimated_start"] <= before + 2
     sixth = client.get(f"/v1/fine_tuning/jobs/{created[5]['id']}", headers=headers).json()
     assert sixth["queue_position"] == 3 and 120 <= sixth["estimated_start"] - before <= 122  # 2 ahead × 60 s
+
+    for job, expected in ((created[2], 2), (created[3], 1)):  # queued: row + position, then the pace
+        with counted_statements() as statements:
+            client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=headers).raise_for_status()
+        assert len(statements) == expected, statements
 
     queries = []
     for limit in (1, 6):
