@@ -43,6 +43,13 @@ def _job_or_404(session: Session, owner: Owner, job_id: str) -> Job:
     return row
 
 
+def _404_unless_owned(session: Session, owner: Owner, job_id: str) -> None:
+    """The check before listing a job's children: a 404, not an empty list, for a job the owner
+    cannot see; the job's id is read, not the whole row (its config is the bulk of it)."""
+    if not jobs.is_owned(session, owner.id, job_id):
+        raise not_found("job", job_id)
+
+
 @router.post("", response_model=JobObject,
              responses={429: {"description": "Too many of the owner's jobs are queued or running"}})
 def create_job(body: JobCreate, session: SessionDep, owner: CurrentOwner, settings: SettingsDep,
@@ -113,7 +120,7 @@ async def list_events(job_id: str, owner: CurrentOwner, limit: LimitDep,
     """Oldest first: poll with `after` = the last id seen to follow a running job."""
 
     def read(session: Session) -> ListResponse[EventObject]:
-        _job_or_404(session, owner, job_id)
+        _404_unless_owned(session, owner, job_id)
         page = events.list_events(session, owner.id, job_id, after=after, limit=limit)
         return ListResponse[EventObject].of([EventObject.from_row(row) for row in page.items], page.has_more)
 
@@ -131,7 +138,7 @@ async def list_metrics(job_id: str, owner: CurrentOwner, limit: LimitDep,
     """Metric history in write order, filtered by key, split and inclusive step range."""
 
     def read(session: Session) -> ListResponse[MetricObject]:
-        _job_or_404(session, owner, job_id)
+        _404_unless_owned(session, owner, job_id)
         page = metrics.list_metrics(session, owner.id, job_id, key=key, split=split, min_step=min_step,
                                     max_step=max_step, after=after, limit=limit)
         return ListResponse[MetricObject].of([MetricObject.from_row(row) for row in page.items], page.has_more)
@@ -144,7 +151,7 @@ async def list_checkpoints(job_id: str, owner: CurrentOwner) -> ListResponse[Che
     """Newest first; a job keeps a handful, so one page holds them all."""
 
     def read(session: Session) -> ListResponse[CheckpointObject]:
-        _job_or_404(session, owner, job_id)
+        _404_unless_owned(session, owner, job_id)
         rows = checkpoints.list_checkpoints(session, owner.id, job_id)
         return ListResponse[CheckpointObject].of([CheckpointObject.from_row(row) for row in rows], False)
 
@@ -180,7 +187,7 @@ def _stream(request: Request, session: Session, owner: Owner, credentials: HTTPA
     closed here: the stream reads with short sessions of its own for as long as it lasts. A
     stream is one request for the rate limit, however long it stays open, so it also takes one of
     the key's stream slots (api.slots) until it ends."""
-    _job_or_404(session, owner, job_id)
+    _404_unless_owned(session, owner, job_id)
     owner_id = owner.id
     session.close()
     assert credentials is not None  # current_owner refused the request otherwise

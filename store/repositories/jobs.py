@@ -38,6 +38,14 @@ def get(session: Session, owner_id: str, job_id: str) -> Job | None:
     return session.scalar(select_owned(Job, owner_id).where(Job.id == job_id))
 
 
+OWNED_JOB_ID = select(Job.id).where(Job.owner_id == bindparam("owner_id"), Job.id == bindparam("job_id"))
+
+
+def is_owned(db: Session | Connection, owner_id: str, job_id: str) -> bool:
+    """Whether `owner_id` can see the job: the check before listing its children, without loading it."""
+    return db.execute(OWNED_JOB_ID, {"owner_id": owner_id, "job_id": job_id}).first() is not None
+
+
 def list_jobs(session: Session, owner_id: str, *, after: str | None = None, limit: int = 20,
               status: str | None = None) -> Page[Job]:
     stmt = select_owned(Job, owner_id)

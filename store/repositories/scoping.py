@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import BindParameter, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import Checkpoint, Experiment, File, Job, JobEvent, MetricPoint
@@ -26,6 +26,11 @@ class Page(Generic[T]):
     items: list[T]
     has_more: bool
 
+    @classmethod
+    def probed(cls, rows: list[T], limit: int) -> Page[T]:
+        """The page from `rows` fetched with LIMIT `limit` + 1: the extra row only says there are more."""
+        return cls(rows[:limit], len(rows) > limit)
+
 
 def owned(stmt: Select[Any], model: OwnedModel, owner_id: str) -> Select[Any]:
     """Restrict a query on an owned model to `owner_id`'s live rows."""
@@ -35,7 +40,8 @@ def owned(stmt: Select[Any], model: OwnedModel, owner_id: str) -> Select[Any]:
     return stmt
 
 
-def owned_job_children(stmt: Select[Any], model: JobChild, owner_id: str, job_id: str) -> Select[Any]:
+def owned_job_children(stmt: Select[Any], model: JobChild, owner_id: str | BindParameter[str],
+                       job_id: str | BindParameter[str]) -> Select[Any]:
     """Restrict a query on a job's child rows to that job, and to the job only if `owner_id` owns it."""
     return stmt.join(Job, Job.id == model.job_id).where(model.job_id == job_id, Job.owner_id == owner_id)
 
@@ -56,7 +62,7 @@ def newest_first_page(
             or_(model.created_at < anchor, and_(model.created_at == anchor, model.id < after))
         )
     rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
-    return Page(rows[:limit], len(rows) > limit)
+    return Page.probed(rows, limit)
 
 
 def id_cursor_page(session: Session, stmt: Select[Any], model: type[JobEvent] | type[MetricPoint],
@@ -65,7 +71,7 @@ def id_cursor_page(session: Session, stmt: Select[Any], model: type[JobEvent] | 
     if after is not None:
         stmt = stmt.where(model.id > after)
     rows = list(session.scalars(stmt.order_by(model.id).limit(limit + 1)))
-    return Page(rows[:limit], len(rows) > limit)
+    return Page.probed(rows, limit)
 
 
 def select_owned(model: OwnedModel, owner_id: str) -> Select[Any]:
