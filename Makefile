@@ -56,6 +56,8 @@ bench: install
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/mona_cost.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/request_cpu.py
+	$(BIN)/python bench/get_paths.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/upload.py --store s3

@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,9 +34,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.api import UNLIMITED, _create_body
-from bench.service_common import auth, create_key, header, postgres_database, redis_db, service_env, tiny_npz, write_results
+from bench.service_common import (
+    Rounds,
+    auth,
+    create_key,
+    header,
+    in_process_deployment,
+    median_cpu,
+    timing_row,
+    tiny_npz,
+    write_results,
+)
 
 QUEUED_JOBS = 2000
+READER = "reader, 1-2 statements (thread pool)"
 GetPath = Callable[[str], Awaitable[Any]]
 """Reads one job (by id) and builds its JobObject."""
 
@@ -107,7 +115,7 @@ def paths(owner_id: str, database_url: str) -> tuple[dict[str, GetPath], list[An
 
     table: dict[str, GetPath] = {
         "orm session, 3 statements (thread pool)": lambda job_id: run_in_threadpool(orm_session, job_id),
-        "reader, 1-2 statements (thread pool)": lambda job_id: run_in_threadpool(reader, job_id),
+        READER: lambda job_id: run_in_threadpool(reader, job_id),
     }
     engines = []
     drivers = [("async psycopg", database_url, "psycopg")]
@@ -122,9 +130,9 @@ def paths(owner_id: str, database_url: str) -> tuple[dict[str, GetPath], list[An
 
 
 async def measure(table: dict[str, GetPath], job_ids: dict[str, str], calls: int, rounds: int
-                  ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+                  ) -> dict[tuple[str, str], Rounds]:
     """(path, job state) -> per round (cpu ms, wall ms) per GET; one unreported warm-up round."""
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], Rounds] = {}
     for round_number in range(rounds + 1):
         for name, read in table.items():
             for state, job_id in job_ids.items():
@@ -138,7 +146,7 @@ async def measure(table: dict[str, GetPath], job_ids: dict[str, str], calls: int
 
 
 async def run(args: argparse.Namespace, owner_id: str, database_url: str, job_ids: dict[str, str]
-              ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+              ) -> dict[tuple[str, str], Rounds]:
     table, engines = paths(owner_id, database_url)
     try:
         return await measure(table, job_ids, args.calls, args.rounds)
@@ -154,21 +162,15 @@ def main() -> int:
     parser.add_argument("--out", default="api_get_paths.md")
     args = parser.parse_args()
     head = header("One job GET's database work, path by path (in-process, PostgreSQL)", sys.argv)
-    with tempfile.TemporaryDirectory(prefix="xmodal-paths-") as tmp, redis_db() as broker, \
-            postgres_database() as database_url:
-        os.environ.update(service_env(Path(tmp), database_url, broker, **UNLIMITED))
+    with in_process_deployment("xmodal-paths-", **UNLIMITED) as database_url:
         owner_id, queued, cancelled = seed_jobs(create_key(database_url))
         results = asyncio.run(run(args, owner_id, database_url, {"queued": queued, "not queued": cancelled}))
-    reference = {state: statistics.median(c for c, _ in results[("reader, 1-2 statements (thread pool)", state)])
-                 for state in ("queued", "not queued")}
+    reference = {state: median_cpu(results[(READER, state)]) for state in ("queued", "not queued")}
     lines = [*head, f"{QUEUED_JOBS} queued jobs in the deployment; {args.calls} GETs per path, job state and "
              f"round, {args.rounds} rounds after a warm-up round; medians over rounds.", "",
              "| path | job | cpu ms / GET | wall ms / GET | cpu vs reader | per round: cpu / wall ms |",
-             "|---|---|---|---|---|---|"]
-    for (name, state), rows in results.items():
-        cpu, wall = statistics.median(c for c, _ in rows), statistics.median(w for _, w in rows)
-        per_round = ", ".join(f"{c:.3f} / {w:.3f}" for c, w in rows)
-        lines.append(f"| {name} | {state} | {cpu:.3f} | {wall:.3f} | {cpu / reference[state]:.2f} | {per_round} |")
+             "|---|---|---|---|---|---|",
+             *(timing_row([name, state], rounds, reference[state]) for (name, state), rounds in results.items())]
     print("\n".join(lines[len(head):]))
     print(f"wrote {write_results(args.out, lines)}")
     return 0

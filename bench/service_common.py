@@ -16,8 +16,10 @@ import re
 import secrets
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -342,3 +344,30 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(np.ceil(q / 100 * len(ordered)))))
     return ordered[rank - 1]
+
+
+@contextmanager
+def in_process_deployment(prefix: str, **settings: str) -> Iterator[str]:
+    """For benches that call the app in this process: a temp data dir, an empty Redis db and a fresh
+    migrated PostgreSQL database set as this process's service settings (plus `settings`); yields the
+    database URL."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, redis_db() as broker, postgres_database() as url:
+        os.environ.update(service_env(Path(tmp), url, broker, **settings))
+        yield url
+
+
+Rounds = list[tuple[float, float]]
+"""Per round: (cpu ms, wall ms) per call."""
+
+
+def median_cpu(rounds: Rounds) -> float:
+    return statistics.median(cpu for cpu, _ in rounds)
+
+
+def timing_row(cells: list[str], rounds: Rounds, reference_cpu: float) -> str:
+    """A table row: `cells`, the median CPU and wall ms over rounds, the CPU as a ratio of
+    `reference_cpu`, then every round's figures."""
+    wall = statistics.median(wall for _, wall in rounds)
+    per_round = ", ".join(f"{c:.3f} / {w:.3f}" for c, w in rounds)
+    cpu = median_cpu(rounds)
+    return "| " + " | ".join([*cells, f"{cpu:.3f}", f"{wall:.3f}", f"{cpu / reference_cpu:.2f}", per_round]) + " |"
