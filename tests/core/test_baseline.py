@@ -80,7 +80,9 @@ def test_rows_are_subsampled_to_fit_the_cap(tmp_path):
     capped = baseline.fit_baseline(data, seconds=0.05)
     assert capped.train_rows == 4500 and capped.train_rows_used < 200
     assert any("train rows" in note for note in capped.notes)
-    assert capped.seconds < 2.0 and capped.test["error"] < 0.2  # still a fitted model, on fewer rows
+    # still a fitted model, on fewer rows: better than chance (0.5) whichever candidates the cap let it try
+    # (on a busy machine only the most regularised one fits in 0.05 s: 0.368 measured; all of them: < 0.2)
+    assert capped.seconds < 2.0 and capped.test["error"] < 0.45
     roomy = baseline.fit_baseline(data, seconds=600.0)
     assert roomy.train_rows_used == 4500 and not any("train rows" in note for note in roomy.notes)
 
