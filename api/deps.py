@@ -73,6 +73,7 @@ async def read_only(work: Callable[[Session], T]) -> T:
 
     return await run_in_threadpool(run)
 
+
 bearer = HTTPBearer(auto_error=False, description="an API key from `xmodal keys create` or `xmodal up`")
 
 
@@ -83,7 +84,7 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 async def authorized_owner(request: Request, credentials: Credentials) -> Owner:
     """Every /v1 request's gate, in order: tag its logs with the job id, refuse control characters,
     find the key's owner, spend one of the key's requests. One dependency rather than four: FastAPI's
-    resolution of each cost more than the check itself (bench/results/api_get_paths.md). As a route
+    resolution of each cost more than the check itself (bench/results/profile_job_get.md). As a route
     parameter (`CurrentOwner`) it is the same dependency, so it runs once per request. The owner is
     detached from any session: routes read its `id`."""
     bind_job_id(request)
