@@ -64,7 +64,7 @@ async def read_only(work: Callable[[Session], T]) -> T:
     BEGIN, no ROLLBACK) and is closed on that thread. A sync route on `SessionDep` takes up to three
     hops (the route, FastAPI's validation of its return value, closing a session that holds a
     connection), each queued behind every other request's: the polled read routes use this instead
-    (bench/results/api_get_paths.md). Each statement reads the latest commit, as under PostgreSQL's
+    (bench/results/profile_job_get.md). Each statement reads the latest commit, as under PostgreSQL's
     default READ COMMITTED."""
 
     def run() -> T:

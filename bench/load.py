@@ -128,6 +128,7 @@ def wait_for(client: httpx.Client, job_ids: list[str], ready: Any, timeout: floa
 POLL_P99_TARGET_MS = 500
 """Issue 14: 200 pollers for 60 s, p99 under this."""
 
+
 @dataclass
 class PollPart:
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: {"job": [], "events": []})

@@ -26,7 +26,7 @@ def _events_after_statement() -> Select[Any]:
 
 EVENTS_AFTER = _events_after_statement()
 """Built once with bound parameters: every follower of a job polls this (the list route, the SSE
-stream), and building the statement cost as much as running it (bench/results/api_get_paths.md)."""
+stream), and building the statement cost as much as running it (bench/results/profile_job_get.md)."""
 
 
 def list_events(session: Session, owner_id: str, job_id: str, *, after: int | None = None,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from store.models import Job, utcnow
 from store.repositories import events
-from store.repositories.scoping import Page, newest_first_page, select_owned
+from store.repositories.scoping import Page, newest_first_page, owned, select_owned
 
 
 def create(session: Session, *, owner_id: str, model: str, method: str, config: dict[str, Any],
@@ -38,7 +38,7 @@ def get(session: Session, owner_id: str, job_id: str) -> Job | None:
     return session.scalar(select_owned(Job, owner_id).where(Job.id == job_id))
 
 
-OWNED_JOB_ID = select(Job.id).where(Job.owner_id == bindparam("owner_id"), Job.id == bindparam("job_id"))
+OWNED_JOB_ID = owned(select(Job.id), Job, bindparam("owner_id")).where(Job.id == bindparam("job_id"))
 
 
 def is_owned(db: Session | Connection, owner_id: str, job_id: str) -> bool:
@@ -67,14 +67,19 @@ RECENT_JOBS = 20
 """How many of the latest succeeded jobs time the queue."""
 
 
+def _position(created_at: Any, job_id: Any) -> Any:
+    """A queued job's position, correlated to the outer query's `created_at` and `job_id` columns: the
+    queued jobs at or before it in (created_at, id) order, a range scan of the (status, created_at, id)
+    index rather than a window over the whole queue."""
+    ahead = Job.__table__.alias("ahead")
+    return (select(func.count()).select_from(ahead)
+            .where(ahead.c.status == "queued", tuple_(ahead.c.created_at, ahead.c.id) <= tuple_(created_at, job_id))
+            .scalar_subquery())
+
+
 def _positions_statement() -> Any:
-    """Each queued job's position: the queued jobs at or before it in (created_at, id) order, a range
-    scan of the (status, created_at, id) index rather than a window over the whole queue."""
-    ahead = aliased(Job)
-    position = (select(func.count()).select_from(ahead)
-                .where(ahead.status == "queued", tuple_(ahead.created_at, ahead.id) <= tuple_(Job.created_at, Job.id))
-                .scalar_subquery())
-    return select(Job.id, position).where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status == "queued")
+    return (select(Job.id, _position(Job.created_at, Job.id))
+            .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status == "queued"))
 
 
 def _pace_statement() -> Any:
@@ -87,19 +92,14 @@ def _pace_statement() -> Any:
             .order_by(Job.finished_at.desc()).limit(RECENT_JOBS))
 
 
-
 def _job_with_position_statement() -> Any:
     """One owned job's columns (as a Core row whose names are the model's attributes) and, when it is
     queued, its position: a job GET's one statement."""
     table = Job.__table__
     columns = [table.c[column.name].label(key) for key, column in inspect(Job).columns.items()]
-    ahead = table.alias("ahead")
-    position = (select(func.count()).select_from(ahead)
-                .where(ahead.c.status == "queued",
-                       tuple_(ahead.c.created_at, ahead.c.id) <= tuple_(table.c.created_at, table.c.id))
-                .scalar_subquery())
-    return (select(*columns, case((table.c.status == "queued", position)).label("queue_position"))
-            .where(table.c.owner_id == bindparam("owner_id"), table.c.id == bindparam("job_id")))
+    position = case((table.c.status == "queued", _position(table.c.created_at, table.c.id)))
+    return owned(select(*columns, position.label("queue_position")), Job,
+                 bindparam("owner_id")).where(table.c.id == bindparam("job_id"))
 
 
 # Built once, with bound parameters: building these subqueries and aliases on every job GET was

@@ -32,7 +32,7 @@ class Page(Generic[T]):
         return cls(rows[:limit], len(rows) > limit)
 
 
-def owned(stmt: Select[Any], model: OwnedModel, owner_id: str) -> Select[Any]:
+def owned(stmt: Select[Any], model: OwnedModel, owner_id: str | BindParameter[str]) -> Select[Any]:
     """Restrict a query on an owned model to `owner_id`'s live rows."""
     stmt = stmt.where(model.owner_id == owner_id)
     if model is File:
