@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -69,7 +69,7 @@ class Listener:
     def __init__(self) -> None:
         self._by_job: defaultdict[str, set[Waiter]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Waiter]] = defaultdict(set)
-        self._reads: dict[str, dict[Hashable, asyncio.Future[object]]] = {}  # by job: reads since its last notification
+        self.reads = JobReads()
         self._task: asyncio.Task[None] | None = None
         self.listening = False
 
@@ -100,21 +100,16 @@ class Listener:
             _discard(self._by_job, job_id, waiter)
             _discard(self._by_key, key_hash, waiter)
             if job_id not in self._by_job:
-                self._reads.pop(job_id, None)
+                self.reads.forget(job_id)  # its streams' pages go with the last of them
 
-    async def read_shared(self, job_id: str, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
-        """`read()`'s result, shared by the job's streams that ask with the same `key` until the job's
-        next notification. A read started after the job's latest notification sees every row that
-        notification announced, so it serves them all as well as a read of their own would; while not
-        listening there are no notifications to go by, and each stream reads for itself."""
+    async def read_shared(self, job_id: str, key: Hashable, read: Callable[[], Awaitable[T]],
+                          fresh: Callable[[T], bool] = lambda _: True) -> T:
+        """`read()`'s result, shared by every caller that asks about the job with the same `key` until
+        the job's next notification (`JobReads`); while not listening there are no notifications to go
+        by, and each caller reads for itself."""
         if not self.listening:
             return await read()
-        reads = self._reads.setdefault(job_id, {})
-        shared = reads.get(key)
-        if shared is None:
-            shared = reads[key] = asyncio.ensure_future(read())  # a task: one stream going cancels no one's read
-            shared.add_done_callback(lambda done: _forget_failed(reads, key, done))
-        return await asyncio.shield(shared)  # type: ignore[return-value]
+        return await self.reads.get(job_id, key, read, fresh)
 
     async def _run(self, conninfo: str) -> None:
         backoff = BACKOFF_S
@@ -148,7 +143,7 @@ class Listener:
 
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
-            self._reads.pop(payload, None)  # its rows changed: reads before this are stale
+            self.reads.forget(payload)  # its rows changed: reads before this are stale
             for waiter in list(self._by_job.get(payload, ())):
                 waiter.wake()
         elif channel == KEYS_CHANNEL:
@@ -156,10 +151,62 @@ class Listener:
                 waiter.wake(check_key=True)
 
     def _wake_all(self) -> None:
-        self._reads.clear()  # a notification may have gone unheard: no read before now may be shared
+        self.reads.clear()  # a notification may have gone unheard: no read before now may be shared
         for waiters in list(self._by_job.values()):
             for waiter in list(waiters):
                 waiter.wake(check_key=True)  # a revocation may have gone unheard too
+
+
+class JobReads:
+    """Results of reads about jobs, each shared until its job's next notification: the SSE streams of
+    a job that a notification wakes share one read, and polled job GETs are answered without the
+    database until the job changes (api/routes/jobs.py).
+
+    A read started after the job's latest notification sees every row that notification announced,
+    so its result serves later callers as well as a read of their own would. A read still running
+    when its job is notified serves only those already waiting for it; it is not kept. A failed read,
+    a None result (nothing found: the job may be created later) and a result that `fresh` rejects are
+    not kept either. At most `max_jobs` jobs are held, the least recently asked about dropped first.
+    """
+
+    def __init__(self, max_jobs: int = 4096) -> None:
+        self.max_jobs = max_jobs
+        self._by_job: OrderedDict[str, dict[Hashable, asyncio.Future[Any]]] = OrderedDict()
+
+    async def get(self, job_id: str, key: Hashable, read: Callable[[], Awaitable[T]],
+                  fresh: Callable[[T], bool] = lambda _: True) -> T:
+        reads = self._by_job.get(job_id)
+        if reads is None:
+            reads = self._by_job[job_id] = {}
+            while len(self._by_job) > self.max_jobs:
+                self._by_job.popitem(last=False)
+        else:
+            self._by_job.move_to_end(job_id)
+        shared = reads.get(key)
+        if shared is None or (shared.done() and not _kept(shared, fresh)):
+            shared = reads[key] = asyncio.ensure_future(read())  # a task: one caller going cancels no one's read
+            shared.add_done_callback(lambda done: _forget_unkept(reads, key, done, fresh))
+        return await asyncio.shield(shared)  # type: ignore[no-any-return]
+
+    def forget(self, job_id: str) -> None:
+        self._by_job.pop(job_id, None)
+
+    def clear(self) -> None:
+        self._by_job.clear()
+
+    def __len__(self) -> int:
+        return sum(len(reads) for reads in self._by_job.values())
+
+
+def _kept(done: asyncio.Future[Any], fresh: Callable[[Any], bool]) -> bool:
+    return not done.cancelled() and done.exception() is None and done.result() is not None and fresh(done.result())
+
+
+def _forget_unkept(reads: dict[Hashable, asyncio.Future[Any]], key: Hashable, done: asyncio.Future[Any],
+                   fresh: Callable[[Any], bool]) -> None:
+    """A read whose result is not to be shared on is dropped: the next caller reads again."""
+    if reads.get(key) is done and not _kept(done, fresh):
+        del reads[key]
 
 
 def _discard(index: defaultdict[str, set[Waiter]], name: str, waiter: Waiter) -> None:
@@ -168,9 +215,3 @@ def _discard(index: defaultdict[str, set[Waiter]], name: str, waiter: Waiter) ->
         waiters.discard(waiter)
         if not waiters:
             del index[name]  # a finished job's id holds no memory afterwards
-
-
-def _forget_failed(reads: dict[Hashable, asyncio.Future[object]], key: Hashable, done: asyncio.Future[object]) -> None:
-    """A read that failed is not shared on: the next stream to ask tries again."""
-    if (done.cancelled() or done.exception() is not None) and reads.get(key) is done:
-        del reads[key]

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
 from api.deps import BlobsDep, Credentials, CurrentOwner, IdempotencyKeyHeader, LimitDep, SessionDep, SettingsDep, read_only
+from api.answers import forget, shared_answer
 from api.downloads import blob_response
 from api.errors import ApiError, not_found
 from api.idempotency import Once, create_once
@@ -94,37 +96,51 @@ async def list_jobs(owner: CurrentOwner, settings: SettingsDep, limit: LimitDep,
 
 
 @router.get("/{job_id}", response_model=JobObject)
-async def get_job(job_id: str, owner: CurrentOwner, settings: SettingsDep) -> JobObject:
+async def get_job(job_id: str, request: Request, owner: CurrentOwner, settings: SettingsDep) -> Response:
     """The route every client polls: one statement (two for a queued job) on a Core row, in one
-    thread-pool hop (bench/results/api_get_paths.md)."""
-    found = await read_only(lambda session: jobs.get_with_slot(session, owner.id, job_id, settings.lease_seconds))
-    if found is None:
+    thread-pool hop (bench/results/api_get_paths.md), and on PostgreSQL answered from memory until
+    the job changes (api.answers)."""
+
+    def read(session: Session) -> JobObject | None:
+        found = jobs.get_with_slot(session, owner.id, job_id, settings.lease_seconds)
+        return None if found is None else JobObject.from_row(*found)
+
+    answer = await shared_answer(request, job_id, ("job", owner.id), read, ages=_queued)
+    if answer is None:
         raise not_found("job", job_id)
-    return JobObject.from_row(*found)
+    return answer
+
+
+def _queued(job: BaseModel) -> bool:
+    return isinstance(job, JobObject) and job.status == "queued"
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses={409: {"description": "Already finished"}})
-def cancel_job(job_id: str, session: SessionDep, owner: CurrentOwner) -> JobObject:
+def cancel_job(job_id: str, request: Request, session: SessionDep, owner: CurrentOwner) -> JobObject:
     job = _job_or_404(session, owner, job_id)
     if job.status in ("succeeded", "failed"):
         raise ApiError(409, "job_already_finished", f"job {job_id!r} already {job.status}; nothing to cancel")
     job = jobs.request_cancel(session, owner.id, job_id) or job
     session.commit()
+    forget(request, job_id)
     return JobObject.from_row(job)
 
 
 @router.get("/{job_id}/events", response_model=ListResponse[EventObject])
-async def list_events(job_id: str, owner: CurrentOwner, limit: LimitDep,
+async def list_events(job_id: str, request: Request, owner: CurrentOwner, limit: LimitDep,
                       after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX, description="id of the last event seen")] = None,
-                      ) -> ListResponse[EventObject]:
-    """Oldest first: poll with `after` = the last id seen to follow a running job."""
+                      ) -> Response:
+    """Oldest first: poll with `after` = the last id seen to follow a running job. Pollers caught up
+    with a job ask the same page: on PostgreSQL it is answered from memory until the job changes."""
 
     def read(session: Session) -> ListResponse[EventObject]:
         _404_unless_owned(session, owner, job_id)
         page = events.list_events(session, owner.id, job_id, after=after, limit=limit)
         return ListResponse[EventObject].of([EventObject.from_row(row) for row in page.items], page.has_more)
 
-    return await read_only(read)
+    answer = await shared_answer(request, job_id, ("events", owner.id, after, limit), read)
+    assert answer is not None  # a page, possibly empty, or the 404 raised by the read
+    return answer
 
 
 @router.get("/{job_id}/metrics", response_model=ListResponse[MetricObject])

@@ -1,0 +1,73 @@
+"""Polled reads answered from this process's memory until their job changes.
+
+Clients poll a job GET and its events. On PostgreSQL this process's listener (api.live) hears every
+change to a job's row, events and metric points (migrations 0005 and 0007), so an answer read once
+serves every poll after it until the job is next notified, kept as the JSON bytes sent: a repeated
+poll costs no query, no thread-pool hop and no serialisation (bench/results/profile_job_get.md,
+fourth step). A queued job's answer also ages out after `QUEUED_MAX_AGE_S`: its position and
+estimated start move when other jobs start and finish, which notifies those jobs, not this one.
+Without a listener (SQLite, or while its connection is down) every poll reads, as before.
+
+Across API processes an answer follows a write by the time its notification takes to arrive
+(milliseconds); in the process that made the write, at once (`forget`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from api.deps import read_only
+from api.live import Listener
+
+QUEUED_MAX_AGE_S = 1.0
+"""How long a queued job's answer serves: its queue slot may have moved without a notification of it."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A read's answer as sent, and when it was read."""
+
+    body: bytes
+    read_at: float
+    ages: bool  # true: it goes stale with time, not only when its job is notified
+
+    def fresh(self) -> bool:
+        return not self.ages or time.monotonic() - self.read_at < QUEUED_MAX_AGE_S
+
+    def response(self) -> Response:
+        return Response(self.body, media_type="application/json")
+
+
+def listener_of(request: Request) -> Listener:
+    listener: Listener = request.app.state.stream_listener
+    return listener
+
+
+async def shared_answer(request: Request, job_id: str, key: Hashable, read: Callable[[Session], BaseModel | None],
+                        ages: Callable[[BaseModel], bool] = lambda _: False) -> Response | None:
+    """The answer of `read(session)` (None: nothing found, and nothing kept) about `job_id`, shared
+    with every request that asks with the same `key` until the job is notified, or until it `ages`
+    out. `key` must hold everything the answer depends on besides the job: the owner, the query."""
+
+    async def read_answer() -> Answer | None:
+        read_at = time.monotonic()
+
+        def work(session: Session) -> Answer | None:
+            model = read(session)
+            return None if model is None else Answer(model.model_dump_json().encode(), read_at, ages(model))
+
+        return await read_only(work)
+
+    answer = await listener_of(request).read_shared(job_id, key, read_answer, Answer.fresh)
+    return None if answer is None else answer.response()
+
+
+def forget(request: Request, job_id: str) -> None:
+    """After this process changed the job: its next poll here reads, whatever the notification's delay."""
+    listener_of(request).reads.forget(job_id)
