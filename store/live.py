@@ -1,5 +1,6 @@
-"""Where live-update notifications travel: on PostgreSQL, triggers (migration 0005) NOTIFY these
-channels, so every writer is covered; an API process LISTENs once and wakes its SSE streams.
+"""Where live-update notifications travel: on PostgreSQL, triggers (migrations 0005, 0007) NOTIFY these
+channels, so every writer is covered; an API process LISTENs once, wakes its SSE streams and drops
+the answers it keeps for polled reads (api/answers.py).
 SQLite has no NOTIFY, so there `notify_conninfo` is None and streams poll."""
 
 from __future__ import annotations
@@ -7,7 +8,11 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 
 JOBS_CHANNEL = "xmodal_jobs"
-"""Payload: a job id, when one of its events or metric points is inserted, its status changes or it is deleted."""
+"""Payload: a job id, when one of its events or metric points is inserted, anything a client sees of
+the job changes (not a heartbeat), or it is deleted."""
+QUEUE_CHANNEL = "xmodal_queue"
+"""No payload: some job's status changed, or a job was deleted, so queued jobs' positions and
+estimated starts may have moved."""
 KEYS_CHANNEL = "xmodal_keys"
 """Payload: an API key's sha256, when the key is revoked or deleted."""
 

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 
-from api.answers import QUEUED_MAX_AGE_S
+from api import answers
 from api.live import JobReads, Listener
 from api.main import create_app
 from store.db import get_engine, session_scope
@@ -92,6 +92,34 @@ def test_nothing_found_a_failure_and_a_stale_answer_are_not_kept() -> None:
 
         stale = Reads()
         assert [await shared.get("job-c", "k", stale, fresh=lambda n: n > 1) for _ in range(3)] == [1, 2, 2]
+
+    asyncio.run(scenario())
+
+
+def test_an_aged_result_answers_while_its_replacement_is_read_if_still_servable() -> None:
+    async def scenario() -> None:
+        shared, read = JobReads(), Reads()
+        aged = {"fresh": True}
+        get = lambda servable: shared.get("job-a", "k", read, fresh=lambda _: aged["fresh"],  # noqa: E731
+                                           servable=lambda _: servable)
+        assert await get(True) == 1
+        aged["fresh"] = False
+        read.gate = asyncio.Event()
+        assert [await get(True) for _ in range(3)] == [1, 1, 1]  # the old answer, and one read under way
+        await asyncio.sleep(0)
+        assert read.calls == 2
+        aged["fresh"] = True
+        read.gate.set()
+        await asyncio.sleep(0)
+        assert await get(True) == 2
+
+        aged["fresh"], read.gate = False, asyncio.Event()
+        waiting = asyncio.ensure_future(get(False))  # too old to serve: the caller waits for the read
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        aged["fresh"] = True
+        read.gate.set()
+        assert await waiting == 3
 
     asyncio.run(scenario())
 
@@ -214,15 +242,27 @@ def test_a_repeated_job_get_reads_nothing_until_the_job_changes(pg_client: TestC
     assert pg_client.get(path, headers=auth(bob.key)).status_code == 404  # alice's answer is hers
 
 
-def test_a_queued_jobs_answer_ages_out_as_its_position_moves(pg_client: TestClient, pg_owner: OwnerKey) -> None:
+def test_a_queued_jobs_answer_follows_the_queue_and_ages_with_time(
+        pg_client: TestClient, pg_owner: OwnerKey, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = new_job(pg_client, pg_owner), new_job(pg_client, pg_owner)
     path = f"{JOBS}/{second}"
     job, reads = get(pg_client, pg_owner, path)
     assert job["queue_position"] == 2 and reads >= 1
     assert get(pg_client, pg_owner, path)[1] == 0
-    set_job(first, status="running")  # notifies `first`, not `second`
-    time.sleep(QUEUED_MAX_AGE_S)
+    set_job(first, status="running")  # notifies `first` and the queue, not `second`
     assert until(pg_client, pg_owner, path, lambda job: job["queue_position"] == 1)
+
+    monkeypatch.setattr(answers, "QUEUED_MAX_AGE_S", (0.2, 0.2))  # the estimate drifts with time
+    set_job(first, status="succeeded")  # answers read from now on age in 0.2 s
+    time.sleep(0.1)
+    get(pg_client, pg_owner, path)  # the old answer, while the new one is read
+    time.sleep(0.3)
+    with counted_reads() as statements:
+        deadline = time.monotonic() + NOTIFIED_WITHIN_S
+        while not statements and time.monotonic() < deadline:
+            assert pg_client.get(path, headers=auth(pg_owner.key)).json()["queue_position"] == 1
+            time.sleep(0.01)
+    assert statements, "an aged answer was not read again"
 
 
 def test_an_events_page_is_shared_until_a_new_event(pg_client: TestClient, pg_owner: OwnerKey) -> None:
