@@ -16,8 +16,9 @@ batch_size: 8}` — except phase 1's "trainer" job.
 
 Phase 1 (poll, owner `poll`): a trainer job (epochs 10000, checkpoint every 10000 epochs, so it
 trains through the whole window) and `--poll-jobs - 1` epochs-1 jobs; once the trainer reports
-progress, `--clients` concurrent clients (asyncio + httpx.AsyncClient, one keep-alive connection
-each, split over `--load-procs` processes) poll for `--seconds` s, each alternating
+progress, `--clients` concurrent clients (asyncio, one raw keep-alive connection each: bench/api.py's
+RawConnection, split over `--load-procs` processes; httpx's client CPU starved the API and the training)
+poll for `--seconds` s, each alternating
 `GET /v1/fine_tuning/jobs/{id}` and `GET /v1/fine_tuning/jobs/{id}/events?after=<last id seen>` on
 job `client % poll-jobs`, with no pause between requests (closed loop). Any non-2xx status or
 transport error is an error. Afterwards the trainer is cancelled and phase 1's jobs drain.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import sys
 import tempfile
@@ -47,6 +49,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.api import RawConnection, _raw_request
 from bench.service_common import (
     auth,
     create_key,
@@ -142,45 +145,51 @@ class PollPart:
 
 async def _poll(url: str, key: str, job_ids: list[str], first_client: int, clients: int, start_at: float,
                 seconds: float) -> PollPart:
+    """Each client on a raw keep-alive connection (bench/api.py RawConnection: about a tenth of httpx's
+    client CPU, which the API and the training would otherwise lose on these shared cores)."""
     part = PollPart()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers=auth(key), limits=limits, timeout=60) as client:
-        await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))  # open the connections
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        deadline = start_at + seconds
+    conns = await asyncio.gather(*(RawConnection.open(url) for _ in range(clients)))
+    health = _raw_request(url, key, "GET", "/healthz")
+    for conn in conns:  # open and warm every connection before the clock starts
+        await conn.request(health)
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    deadline = start_at + seconds
 
-        async def one_client(number: int) -> None:
-            job_id = job_ids[number % len(job_ids)]
-            last_event: int | None = None
-            turn = number % 2  # half the clients start with events, so both endpoints are always in play
-            while time.time() < deadline:
-                kind = "events" if turn % 2 else "job"
-                turn += 1
-                path = f"{JOBS}/{job_id}" + ("/events" if kind == "events" else "")
-                params = {"after": last_event} if kind == "events" and last_event is not None else None
-                t = time.perf_counter()
-                try:
-                    response = await client.get(path, params=params)
-                except httpx.HTTPError as exc:
-                    part.latencies_ms[kind].append((time.perf_counter() - t) * 1000)
-                    outcome = f"transport {type(exc).__name__}"
-                    part.outcomes[outcome] += 1
-                    part.error_samples.setdefault(outcome, f"GET {path}: {type(exc).__name__}: {exc}")
-                    continue
+    async def one_client(number: int, conn: RawConnection) -> None:
+        job_id = job_ids[number % len(job_ids)]
+        last_event: int | None = None
+        turn = number % 2  # half the clients start with events, so both endpoints are always in play
+        while time.time() < deadline:
+            kind = "events" if turn % 2 else "job"
+            turn += 1
+            path = f"{JOBS}/{job_id}" + ("/events" if kind == "events" else "")
+            if kind == "events" and last_event is not None:
+                path += f"?after={last_event}"
+            t = time.perf_counter()
+            try:
+                status, body = await asyncio.wait_for(conn.request(_raw_request(url, key, "GET", path)), 60)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 part.latencies_ms[kind].append((time.perf_counter() - t) * 1000)
-                part.outcomes[str(response.status_code)] += 1
-                if not response.is_success:
-                    part.error_samples.setdefault(str(response.status_code),
-                                                  f"GET {path} -> {response.status_code}: {response.text[:500]}")
-                elif kind == "events":
-                    page = response.json()
-                    part.events_seen += len(page["data"])
-                    if page["last_id"] is not None:
-                        last_event = int(page["last_id"])
+                outcome = f"transport {type(exc).__name__}"
+                part.outcomes[outcome] += 1
+                part.error_samples.setdefault(outcome, f"GET {path}: {type(exc).__name__}: {exc}")
+                conn = await RawConnection.open(url)  # the old one may hold half a response
+                continue
+            part.latencies_ms[kind].append((time.perf_counter() - t) * 1000)
+            part.outcomes[str(status)] += 1
+            if not 200 <= status < 300:
+                part.error_samples.setdefault(str(status), f"GET {path} -> {status}: {body[:500]!r}")
+            elif kind == "events":
+                page = json.loads(body)
+                part.events_seen += len(page["data"])
+                if page["last_id"] is not None:
+                    last_event = int(page["last_id"])
 
-        part.t0 = time.time()
-        await asyncio.gather(*(one_client(first_client + i) for i in range(clients)))
-        part.t1 = time.time()
+    part.t0 = time.time()
+    await asyncio.gather(*(one_client(first_client + i, conn) for i, conn in enumerate(conns)))
+    part.t1 = time.time()
+    for conn in conns:
+        await conn.close()
     return part
 
 

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# The API runs sync routes on anyio's thread pool (40 threads): a pool of 5 + 10 (SQLAlchemy's
-# default) made 25 of them wait for a connection under load and time out as 500s. 40 covers every
-# thread, and all 40 are kept once opened: with 10 kept + 30 overflow, bench/api.py's 13,200
-# requests made PostgreSQL start 1,379 sessions (a backend process each); kept, 104. One API process
-# holds at most 40 of PostgreSQL's 100, as before; connections are opened on demand, never ahead.
-POOL_SIZE, POOL_MAX_OVERFLOW = 40, 0
+# Every connection a process opens is kept (no overflow): with 10 kept + 30 overflow, bench/api.py's
+# 13,200 requests made PostgreSQL start 1,379 sessions (a backend process each); kept, 104. How many
+# one process keeps is `db_pool_size` (20): with 40, two API processes under bench/load.py's 200
+# pollers held 80 of PostgreSQL's 100 and the worker's next connections were refused ("too many
+# clients already", answered as 503s). Connections are opened on demand, never ahead; a thread that
+# finds them all in use waits for one (the API's 40 threads share 20).
 POOL_TIMEOUT_S = 30.0  # then the API answers 503 server_busy
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 """The database being away (refused or dropped connection, a SQLite file locked past the busy
@@ -35,7 +35,7 @@ def make_engine(url: str) -> Engine:
     """A new engine for `url`; a SQLite file's folder is created so a fresh `./var` just works."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW,
+        return create_engine(url, pool_pre_ping=True, pool_size=get_settings().db_pool_size, max_overflow=0,
                              pool_timeout=POOL_TIMEOUT_S)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
                                           "standard AWS variables); empty: the local blob_dir")
     s3_endpoint_url: str = Field("", description="an S3-compatible store's URL (MinIO: http://minio:9000); "
                                                  "empty: AWS, or AWS_ENDPOINT_URL when set")
+    db_pool_size: int = Field(
+        20, ge=1, description="PostgreSQL connections one process keeps (each API process, each worker process): "
+                              "keep their sum under the server's max_connections (100 by default)")
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     lease_seconds: float = Field(120.0, gt=0, description="a job whose lease is not renewed this long is re-queued")
     heartbeat_seconds: float = Field(10.0, gt=0)

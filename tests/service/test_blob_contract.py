@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +167,56 @@ def test_settings_pick_the_store(s3_url: str, s3_endpoint: str, tmp_path: Path, 
         monkeypatch.setenv("XMODAL_BLOB_URL", bad)
         with pytest.raises(SettingsError, match="XMODAL_BLOB_URL: expected s3://bucket"):
             load_settings()
+
+
+class SlowParts:
+    """A store's S3 client whose parts each take `seconds` more, counting how many are on their way at
+    once; `fail_part` raises for that part number instead (a dropped connection)."""
+
+    def __init__(self, client: object, seconds: float, fail_part: int | None = None) -> None:
+        self._client, self.seconds, self.fail_part = client, seconds, fail_part
+        self._lock = threading.Lock()
+        self.sending = self.most_at_once = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def upload_part(self, **request: object) -> dict[str, object]:
+        with self._lock:
+            self.sending += 1
+            self.most_at_once = max(self.most_at_once, self.sending)
+        try:
+            time.sleep(self.seconds)
+            if request["PartNumber"] == self.fail_part:
+                raise ConnectionError("connection reset while sending a part")
+            return self._client.upload_part(**request)  # type: ignore[attr-defined, no-any-return]
+        finally:
+            with self._lock:
+                self.sending -= 1
+
+
+def chunks_of(data: bytes, size: int = 1 << 20) -> list[bytes]:
+    return [data[start:start + size] for start in range(0, len(data), size)]
+
+
+def test_s3_sends_parts_while_the_next_fills(s3_url: str, s3_endpoint: str) -> None:  # noqa: F811
+    from store.s3blobs import PARTS_IN_FLIGHT, S3BlobStore, s3_blob_store
+
+    slow = SlowParts(s3_blob_store(s3_url, s3_endpoint).client, seconds=0.3)
+    blobs = S3BlobStore(slow, s3_url)
+    data = os.urandom(4 * PART_BYTES + 4321)  # five parts
+    ref = blobs.write_stream(chunks_of(data))
+    assert slow.most_at_once == PARTS_IN_FLIGHT > 1
+    assert b"".join(blobs.read(ref.sha256)) == data and temp_entries(blobs) == []
+
+
+def test_s3_a_failed_part_fails_the_write_and_leaves_nothing(s3_url: str, s3_endpoint: str) -> None:  # noqa: F811
+    from store.s3blobs import S3BlobStore, s3_blob_store
+
+    slow = SlowParts(s3_blob_store(s3_url, s3_endpoint).client, seconds=0.1, fail_part=2)
+    blobs = S3BlobStore(slow, s3_url)
+    data = os.urandom(4 * PART_BYTES + 4321)
+    with pytest.raises(ConnectionError):
+        blobs.write_stream(chunks_of(data))
+    assert slow.sending == 0  # no part still on its way after the write gave up
+    assert temp_entries(blobs) == [] and not blobs.exists(hashlib.sha256(data).hexdigest())

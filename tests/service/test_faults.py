@@ -218,8 +218,9 @@ def test_an_exhausted_connection_pool_is_a_503_not_a_500(pg_settings: Settings, 
     from api.main import create_app
 
     owner = make_owner_key()
-    for name, value in {"POOL_SIZE": 1, "POOL_MAX_OVERFLOW": 0, "POOL_TIMEOUT_S": 0.2}.items():
-        monkeypatch.setattr(store.db, name, value)
+    monkeypatch.setenv("XMODAL_DB_POOL_SIZE", "1")
+    reset_settings()
+    monkeypatch.setattr(store.db, "POOL_TIMEOUT_S", 0.2)
     dispose_engines()
     with TestClient(create_app()) as client, store.db.get_engine().connect():  # the only connection, held
         response = client.get("/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {owner.key}"})
