@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
 import statistics
@@ -141,7 +140,7 @@ async def _load(url: str, key: str, endpoint: str, file_id: str, job_ids: list[s
     created: list[str] = []
     errors = 0
     remaining = requests
-    rng = random.Random(os.getpid())
+    rng = random.Random()  # a new draw each phase: a GET of a job drawn just before would be answered from memory
     body = json.dumps(_create_body(file_id)).encode()
     health_raw = _raw_request(url, key, "GET", "/healthz")
     create_raw = _raw_request(url, key, "POST", "/v1/fine_tuning/jobs", body)

@@ -7,7 +7,8 @@ An S3-compatible server only needs its endpoint (`XMODAL_S3_ENDPOINT_URL`).
 
 Keys: `<prefix>/<sha256>` for blobs, `<prefix>/.tmp/upload-<uuid>` for writes in progress. A
 streamed write does not know its name until its last byte, so it goes up as a multipart upload to a
-temp key, part by part as the bytes arrive (nothing whole in memory or on local disk), and on commit
+temp key, part by part as the bytes arrive, two parts on their way while the next fills (nothing whole
+in memory or on local disk), and on commit
 is copied server-side to its content address and the temp key deleted. S3 shows an object only
 once complete, so a reader never sees a partial blob. A writer killed mid-write leaves an unfinished
 multipart upload (or a temp object); `remove_stale_temp_files` aborts and deletes those.
@@ -38,8 +39,9 @@ PART_BYTES = 8 * 1024 * 1024
 """One multipart part (S3 takes 5 MiB at least, except the last)."""
 PARTS_IN_FLIGHT = 2
 """Parts a streamed write sends at once while the next one fills, each on a thread of its own: sending
-overlaps receiving and hashing (one part at a time was 53 MiB/s into SeaweedFS here, where boto3 alone
-sends parts at 99 MiB/s one by one and 142 MiB/s four at once: bench/results/upload_s3_seaweedfs.md).
+overlaps receiving and hashing. Into SeaweedFS on one 2-core machine, a 1 GiB upload went from 58 to
+81 MiB/s (bench/results/upload_s3_seaweedfs*.md); boto3 alone sent 8 MiB parts at 99 MiB/s one by one
+and 142 MiB/s four at once (a scratch measurement).
 A write holds at most this many parts in memory, plus the one filling."""
 TRANSFER = TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4)
 DOWNLOAD = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024,
