@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fastapi import Request, Response
 from pydantic import BaseModel
@@ -59,8 +60,11 @@ def listener_of(request: Request) -> Listener:
     return listener
 
 
-async def shared_answer(request: Request, job_id: str, key: Hashable, read: Callable[[Session], BaseModel | None],
-                        ages: Callable[[BaseModel], bool] = lambda _: False) -> Response | None:
+M = TypeVar("M", bound=BaseModel)
+
+
+async def shared_answer(request: Request, job_id: str, key: Hashable, read: Callable[[Session], M | None],
+                        ages: Callable[[M], bool] = lambda _: False) -> Response | None:
     """The answer of `read(session)` (None: nothing found, and nothing kept) about `job_id`, shared
     with every request that asks with the same `key` until the job is notified, or until it `ages`
     out. `key` must hold everything the answer depends on besides the job: the owner, the query."""

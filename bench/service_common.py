@@ -351,11 +351,8 @@ def in_process_deployment(prefix: str, **settings: str) -> Iterator[str]:
     """For benches that call the app in this process: a temp data dir, an empty Redis db and a fresh
     migrated PostgreSQL database set as this process's service settings (plus `settings`); yields the
     database URL."""
-    from store.settings import reset_settings
-
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp, redis_db() as broker, postgres_database() as url:
         os.environ.update(service_env(Path(tmp), url, broker, **settings))
-        reset_settings()  # read once per process, and the migration above read them before they were set
         yield url
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.settings import get_settings
+from store.settings import Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Every connection a process opens is kept (no overflow): with 10 kept + 30 overflow, bench/api.py's
@@ -31,12 +31,16 @@ timeout) rather than a bug: callers answer 503 or retry."""
 _engines: dict[str, Engine] = {}
 
 
-def make_engine(url: str) -> Engine:
-    """A new engine for `url`; a SQLite file's folder is created so a fresh `./var` just works."""
+DEFAULT_POOL_SIZE: int = Settings.model_fields["db_pool_size"].default
+
+
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    """A new engine for `url`; a SQLite file's folder is created so a fresh `./var` just works. It
+    reads no settings (migrations and tests make engines before any are configured); `get_engine`
+    passes the configured pool size."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=get_settings().db_pool_size, max_overflow=0,
-                             pool_timeout=POOL_TIMEOUT_S)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, pool_timeout=POOL_TIMEOUT_S)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
@@ -54,9 +58,10 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for `url` (default: the settings' database)."""
-    url = url or get_settings().database_url
+    settings = get_settings()
+    url = url or settings.database_url
     if url not in _engines:
-        _engines[url] = make_engine(url)
+        _engines[url] = make_engine(url, settings.db_pool_size)
     return _engines[url]
 
 

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
@@ -105,14 +104,10 @@ async def get_job(job_id: str, request: Request, owner: CurrentOwner, settings: 
         found = jobs.get_with_slot(session, owner.id, job_id, settings.lease_seconds)
         return None if found is None else JobObject.from_row(*found)
 
-    answer = await shared_answer(request, job_id, ("job", owner.id), read, ages=_queued)
+    answer = await shared_answer(request, job_id, ("job", owner.id), read, ages=lambda job: job.status == "queued")
     if answer is None:
         raise not_found("job", job_id)
     return answer
-
-
-def _queued(job: BaseModel) -> bool:
-    return isinstance(job, JobObject) and job.status == "queued"
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses={409: {"description": "Already finished"}})

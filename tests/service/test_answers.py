@@ -11,23 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from api import answers
 from api.live import JobReads, Listener
 from api.main import create_app
-from store.db import get_engine, session_scope
+from store.db import session_scope
 from store.models import Job, utcnow
 from store.repositories import events
 from store.settings import Settings
 from tests.service.api_fixtures import auth, npz_bytes, upload
 from tests.service.conftest import OwnerKey, make_owner_key
 from tests.service.test_api_requests import job_body
+from tests.service.test_queue_position import counted_statements
 
 JOBS = "/v1/fine_tuning/jobs"
 NOTIFIED_WITHIN_S = 1.0
@@ -147,37 +147,15 @@ def test_a_listener_that_is_not_listening_shares_nothing() -> None:
 # --- the app on PostgreSQL ----------------------------------------------------------------------
 
 
-@contextmanager
-def counted_reads() -> Iterator[list[str]]:
-    """The statements the API sends to the database while the block runs."""
-    statements: list[str] = []
-
-    def count(*args: object) -> None:
-        statements.append(str(args[2]))
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
-def listening_client(settings: Settings) -> TestClient:
-    client = TestClient(create_app(), raise_server_exceptions=False)
-    client.__enter__()
-    deadline = time.monotonic() + 10.0
-    while not client.app.state.stream_listener.listening:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the listener did not start"
-        time.sleep(0.02)
-    return client
-
-
 @pytest.fixture
 def pg_client(pg_settings: Settings) -> Iterator[TestClient]:
-    client = listening_client(pg_settings)
-    yield client
-    client.__exit__(None, None, None)
+    """The app on PostgreSQL, once its listener listens."""
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 10.0
+        while not client.app.state.stream_listener.listening:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the listener did not start"
+            time.sleep(0.02)
+        yield client
 
 
 @pytest.fixture
@@ -200,7 +178,7 @@ def set_job(job_id: str, **values: Any) -> None:
 
 def get(client: TestClient, owner: OwnerKey, path: str) -> tuple[dict[str, Any], int]:
     """The response's JSON and how many statements answering it sent."""
-    with counted_reads() as statements:
+    with counted_statements() as statements:
         response = client.get(path, headers=auth(owner.key))
     assert response.status_code == 200, response.text
     return response.json(), len(statements)
@@ -257,7 +235,7 @@ def test_a_queued_jobs_answer_follows_the_queue_and_ages_with_time(
     time.sleep(0.1)
     get(pg_client, pg_owner, path)  # the old answer, while the new one is read
     time.sleep(0.3)
-    with counted_reads() as statements:
+    with counted_statements() as statements:
         deadline = time.monotonic() + NOTIFIED_WITHIN_S
         while not statements and time.monotonic() < deadline:
             assert pg_client.get(path, headers=auth(pg_owner.key)).json()["queue_position"] == 1
