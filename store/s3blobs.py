@@ -5,17 +5,21 @@ Through boto3: AWS's own, maintained client; it reads the standard credential ch
 and its managed transfers do multipart uploads, downloads and server-side copies in parallel parts.
 An S3-compatible server only needs its endpoint (`XMODAL_S3_ENDPOINT_URL`).
 
-Keys: `<prefix>/<sha256>` for blobs, `<prefix>/.tmp/upload-<uuid>` for writes in progress. A
+Keys: `<prefix>/<sha256>` for blobs, `<prefix>/.tmp/upload-<start ms>-<uuid>` for writes in progress. A
 streamed write does not know its name until its last byte, so it goes up as a multipart upload to a
 temp key, part by part as the bytes arrive, two parts on their way while the next fills (nothing whole
 in memory or on local disk), and on commit
 is copied server-side to its content address and the temp key deleted. S3 shows an object only
 once complete, so a reader never sees a partial blob. A writer killed mid-write leaves an unfinished
-multipart upload (or a temp object); `remove_stale_temp_files` aborts and deletes those.
+multipart upload (or a temp object); `remove_stale_temp_files` aborts and deletes those. The start
+time in the temp key is the writer's own clock: some servers' upload listings carry no real
+`Initiated` (moto answers 2010 for every upload), and a write whose first part is still on its way has
+no part listed yet, so without it a live write could look abandoned.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections import deque
@@ -50,6 +54,7 @@ DOWNLOAD = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunks
 COPY_OBJECT_MAX = 5 * 1024**3
 """S3's limit for one server-side CopyObject; larger blobs are copied as a multipart copy."""
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_TEMP_NAME = re.compile(r"upload-(\d+)-[0-9a-f]{32}$")
 
 
 @lru_cache(maxsize=8)
@@ -149,7 +154,8 @@ class S3BlobStore:
         removed = 0
         for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self._tmp):
             for upload in page.get("Uploads", []):
-                if _timestamp(upload["Initiated"]) < cutoff and self._last_part_at(upload) < cutoff:
+                started = max(_started_at(upload["Key"]), _timestamp(upload["Initiated"]))
+                if started < cutoff and self._last_part_at(upload) < cutoff:
                     self._abort(upload["Key"], upload["UploadId"])
                     removed += 1
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._tmp):
@@ -180,7 +186,7 @@ class S3BlobWriter:
     def __init__(self, blobs: S3BlobStore, max_bytes: int | None) -> None:
         self._blobs, self._client, self._bucket = blobs, blobs.client, blobs.bucket
         self._tally = Tally(max_bytes)
-        self._key = f"{blobs._tmp}upload-{uuid.uuid4().hex}"
+        self._key = f"{blobs._tmp}upload-{time.time_ns() // 1_000_000}-{uuid.uuid4().hex}"
         self._buffer = bytearray()
         self._upload_id: str | None = None  # the multipart upload, once the first full part went up
         self._parts: list[dict[str, Any]] = []  # sent: number and ETag, in order
@@ -311,3 +317,9 @@ def _not_found(exc: ClientError, sha256: str, what: str = "") -> Exception:
 
 def _timestamp(value: datetime) -> float:
     return value.timestamp()
+
+
+def _started_at(key: str) -> float:
+    """When the writer of temp `key` started, by its own clock (0 for a name without one)."""
+    match = _TEMP_NAME.search(key)
+    return int(match.group(1)) / 1000 if match else 0.0
