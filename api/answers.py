@@ -6,12 +6,15 @@ serves every poll after it until the job is next notified, kept as the JSON byte
 poll costs no query, no thread-pool hop and no serialisation (bench/results/profile_job_get.md,
 fourth step). A queued job's answer also goes stale when the queue changes (`xmodal_queue`: its
 position and estimated start move when other jobs start and finish, which notifies those jobs, not
-this one) and, as its estimate drifts with time, after `QUEUED_MAX_AGE_S`; the old answer serves the
-polls that come while the new one is read.
+this one) and, as its estimate drifts with time, after `QUEUED_MAX_AGE_S`. After a notification, as
+after ageing, the old answer (if under `SERVABLE_S` old) serves the polls that come while one read
+replaces it: a running job is notified every second or so, and without that each notification made
+all of its pollers wait on one read, which was most of the tail under load (bench/results/
+profile_job_get.md, fifth step).
 Without a listener (SQLite, or while its connection is down) every poll reads, as before.
 
 Across API processes an answer follows a write by the time its notification takes to arrive
-(milliseconds); in the process that made the write, at once (`forget`).
+(milliseconds) plus one read; in the process that made the write, at once (`forget`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from sqlalchemy.orm import Session
 from api.deps import read_only
 from api.live import Listener
 
-QUEUED_MAX_AGE_S, QUEUED_SERVABLE_S = (5.0, 10.0), 30.0
+QUEUED_MAX_AGE_S, SERVABLE_S = (5.0, 10.0), 30.0
 """A queued job's answer is read again after any queue notification (a job's status changed: positions
 and the pace may have moved), and otherwise once it is 5 to 10 s old, as its estimated start drifts
 with time (drawn per answer, so that answers read together are not all read again together). Until
-the new one is in, the old one answers, if it is under 30 s old."""
+the new one is in, the old one answers (after its job's notification too), if it is under 30 s old."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Answer:
         return not self.ages or (self.read_at > queue_changed_at and time.monotonic() - self.read_at < self.max_age)
 
     def servable(self) -> bool:
-        return time.monotonic() - self.read_at < QUEUED_SERVABLE_S
+        return time.monotonic() - self.read_at < SERVABLE_S
 
     def response(self) -> Response:
         return Response(self.body, media_type="application/json")

@@ -149,7 +149,7 @@ class Listener:
 
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
-            self.reads.forget(payload)  # its rows changed: reads before this are stale
+            self.reads.supersede(payload)  # its rows changed: reads before this are stale
             for waiter in list(self._by_job.get(payload, ())):
                 waiter.wake()
         elif channel == QUEUE_CHANNEL:
@@ -171,13 +171,16 @@ class JobReads:
     database until the job changes (api/routes/jobs.py).
 
     A read started after the job's latest notification sees every row that notification announced,
-    so its result serves later callers as well as a read of their own would. A read still running
-    when its job is notified serves only those already waiting for it; it is not kept. A failed read,
-    a None result (nothing found: the job may be created later) and a result that `fresh` rejects are
-    not kept either. A result that aged out of `fresh` but is still `servable` answers the callers
-    that come while its replacement is read (one read, in the background of their answers): aging,
-    unlike a notification, says that a result may have drifted, not that it did. At most `max_jobs`
-    jobs are held, the least recently asked about dropped first.
+    so its result serves later callers as well as a read of their own would. A notification
+    supersedes the job's results: the next caller starts a new read. A read still running when its
+    job is notified serves only those already waiting for it; it is not kept. A failed read, a None
+    result (nothing found: the job may be created later) and a result that `fresh` rejects are not
+    kept either. A result that was superseded or aged out of `fresh`, but is still `servable`,
+    answers the callers that come while its replacement is read (one read, in the background of
+    their answers); callers that must see the change (a stream woken by it) pass no `servable`, and
+    wait for the read. `forget` (this process changed the job) drops results outright: nothing
+    read before it answers again. At most `max_jobs` jobs are held, the least recently asked about
+    dropped first.
     """
 
     def __init__(self, max_jobs: int = 4096) -> None:
@@ -194,14 +197,19 @@ class JobReads:
         else:
             self._by_job.move_to_end(job_id)
         shared = reads.get(key)
-        if shared is None or (shared.read.done() and not shared.kept(fresh)):
-            aged = shared.result() if shared is not None else None
-            shared = reads[key] = _Shared(asyncio.ensure_future(read()),  # a task: one caller going cancels no one's read
-                                          aged if aged is not None and servable(aged) else None)
+        if shared is None or shared.superseded or (shared.read.done() and not shared.kept(fresh)):
+            aged = None if shared is None else shared.latest()
+            # a task: one caller going cancels no one's read
+            shared = reads[key] = _Shared(asyncio.ensure_future(read()), aged)
             shared.read.add_done_callback(partial(_settle, reads, key, shared, fresh))
-        if shared.stale is not None and not shared.read.done():
+        if shared.stale is not None and not shared.read.done() and servable(shared.stale):
             return shared.stale  # type: ignore[no-any-return]
         return await asyncio.shield(shared.read)  # type: ignore[no-any-return]
+
+    def supersede(self, job_id: str) -> None:
+        """The job was notified: its results may be served, where servable, only while new ones are read."""
+        for shared in self._by_job.get(job_id, {}).values():
+            shared.superseded = True
 
     def forget(self, job_id: str) -> None:
         self._by_job.pop(job_id, None)
@@ -215,19 +223,25 @@ class JobReads:
 
 @dataclass
 class _Shared:
-    """One shared read, and the aged result it replaces, served until it is in."""
+    """One shared read, and the older result it replaces, served until it is in."""
 
     read: asyncio.Future[Any]
     stale: Any = None
+    superseded: bool = False  # its job was notified since the read began
 
     def result(self) -> Any:
         """The read's result, or None while it runs or when it failed."""
         done = self.read
         return done.result() if done.done() and not done.cancelled() and done.exception() is None else None
 
+    def latest(self) -> Any:
+        """The newest result this holds: the read's once in, else the one it replaces."""
+        result = self.result()
+        return self.stale if result is None else result
+
     def kept(self, fresh: Callable[[Any], bool]) -> bool:
         result = self.result()
-        return result is not None and fresh(result)
+        return result is not None and not self.superseded and fresh(result)
 
 
 def _settle(reads: dict[Hashable, _Shared], key: Hashable, shared: _Shared, fresh: Callable[[Any], bool],

@@ -37,7 +37,7 @@ NOTIFIED_WITHIN_S = 1.0
 
 
 class Reads:
-    """A read that counts its calls and answers with the count, or with `answer` when set."""
+    """A read that counts its calls and answers with its own number, or with `answer` when set."""
 
     def __init__(self, answer: Any = ...) -> None:
         self.calls, self.answer = 0, answer
@@ -45,9 +45,10 @@ class Reads:
 
     async def __call__(self) -> Any:
         self.calls += 1
+        number = self.calls
         if self.gate is not None:
             await self.gate.wait()
-        return self.calls if self.answer is ... else self.answer
+        return number if self.answer is ... else self.answer
 
 
 def test_a_read_serves_every_caller_until_its_job_is_forgotten() -> None:
@@ -70,6 +71,52 @@ def test_a_read_running_when_its_job_is_notified_serves_its_waiters_but_is_not_k
         shared.forget("job-a")  # the job changed while the read was on its way
         read.gate.set()
         assert await waiting == 1
+        assert await shared.get("job-a", "k", read) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_notified_result_answers_while_its_replacement_is_read_if_servable() -> None:
+    """Pollers get the superseded answer during the one read a notification causes; a caller that must
+    see the change (no `servable`: a stream) waits for it; after `forget` nothing old answers."""
+
+    async def scenario() -> None:
+        shared, read = JobReads(), Reads()
+        poll = lambda: shared.get("job-a", "k", read, servable=lambda _: True)  # noqa: E731
+        assert await poll() == 1
+        shared.supersede("job-a")
+        read.gate = asyncio.Event()
+        assert [await poll() for _ in range(3)] == [1, 1, 1]  # the old answer, one read under way
+        await asyncio.sleep(0)
+        assert read.calls == 2
+        stream = asyncio.ensure_future(shared.get("job-a", "k", read))
+        await asyncio.sleep(0)
+        assert not stream.done()
+        read.gate.set()
+        assert await stream == 2 and await poll() == 2 and read.calls == 2  # the new read is kept
+
+        read.gate = asyncio.Event()
+        shared.forget("job-a")
+        waiting = asyncio.ensure_future(poll())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # nothing read before a forget answers
+        read.gate.set()
+        assert await waiting == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_read_running_when_its_job_is_superseded_is_not_kept() -> None:
+    async def scenario() -> None:
+        shared, read = JobReads(), Reads()
+        read.gate = asyncio.Event()
+        waiting = asyncio.ensure_future(shared.get("job-a", "k", read))
+        await asyncio.sleep(0)
+        shared.supersede("job-a")  # the job changed while the read was on its way
+        later = asyncio.ensure_future(shared.get("job-a", "k", read))  # must not take the older read
+        await asyncio.sleep(0)
+        read.gate.set()
+        assert await waiting == 1 and await later == 2
         assert await shared.get("job-a", "k", read) == 2
 
     asyncio.run(scenario())
@@ -250,7 +297,7 @@ def test_an_events_page_is_shared_until_a_new_event(pg_client: TestClient, pg_ow
     assert get(pg_client, pg_owner, path) == (page, 0)
     with session_scope() as session:
         events.append(session, job_id, stage="train", message="a new event")
-    until(pg_client, pg_owner, path, lambda body: body["data"][-1]["message"] == "a new event")
+    until(pg_client, pg_owner, path, lambda body: bool(body["data"]) and body["data"][-1]["message"] == "a new event")
 
 
 def test_a_cancel_through_this_process_shows_at_once_whatever_the_notification(
