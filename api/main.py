@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,9 +27,15 @@ UPLOAD_RETRY_AFTER_S = 5
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """This process's one LISTEN connection (api.live) lives as long as the app serves."""
+    """This process's one LISTEN connection (api.live) lives as long as the app serves.
+
+    What is loaded by now (modules, the app, its routes: ~170,000 objects) lives as long as the
+    process, so it is frozen out of the garbage collector's reach: otherwise every full collection
+    walks it all again, a pause of 200-260 ms per API process every few seconds under bench/load.py,
+    which set its p99 (bench/results/profile_job_get.md, fifth step)."""
     listener: Listener = app.state.stream_listener
     listener.start(get_settings().database_url)
+    gc.freeze()
     try:
         yield
     finally:
