@@ -6,11 +6,11 @@ serves every poll after it until the job is next notified, kept as the JSON byte
 poll costs no query, no thread-pool hop and no serialisation (bench/results/profile_job_get.md,
 fourth step). A queued job's answer also goes stale when the queue changes (`xmodal_queue`: its
 position and estimated start move when other jobs start and finish, which notifies those jobs, not
-this one) and, as its estimate drifts with time, after `QUEUED_MAX_AGE_S`. After a notification, as
-after ageing, the old answer (if under `SERVABLE_S` old) serves the polls that come while one read
-replaces it: a running job is notified every second or so, and without that each notification made
-all of its pollers wait on one read, which was most of the tail under load (bench/results/
-profile_job_get.md, fifth step).
+this one) and, as its estimate drifts with time, after `QUEUED_MAX_AGE_S`. After ageing, the old
+answer (if under `SERVABLE_S` old) serves the polls that come while one read replaces it; after a
+notification too, except to the poll that starts that read, which waits for it. A running job is
+notified every second or so, and each notification used to make all of its pollers wait on that one
+read (bench/results/profile_job_get.md, fifth step).
 Without a listener (SQLite, or while its connection is down) every poll reads, as before.
 
 Across API processes an answer follows a write by the time its notification takes to arrive

@@ -175,10 +175,12 @@ class JobReads:
     supersedes the job's results: the next caller starts a new read. A read still running when its
     job is notified serves only those already waiting for it; it is not kept. A failed read, a None
     result (nothing found: the job may be created later) and a result that `fresh` rejects are not
-    kept either. A result that was superseded or aged out of `fresh`, but is still `servable`,
-    answers the callers that come while its replacement is read (one read, in the background of
-    their answers); callers that must see the change (a stream woken by it) pass no `servable`, and
-    wait for the read. `forget` (this process changed the job) drops results outright: nothing
+    kept either. A result that aged out of `fresh`, but is still `servable`, answers the callers
+    that come while its replacement is read (one read, in the background of their answers). So does
+    a superseded one, except to the caller whose question starts the read: it waits, so a lone poller
+    sees the change at its first poll after the notification, as a read of its own would show it;
+    those that come during that read get the old result. Callers that must see the change (a stream
+    woken by it) pass no `servable`, and wait for the read. `forget` (this process changed the job) drops results outright: nothing
     read before it answers again. At most `max_jobs` jobs are held, the least recently asked about
     dropped first.
     """
@@ -197,11 +199,14 @@ class JobReads:
         else:
             self._by_job.move_to_end(job_id)
         shared = reads.get(key)
-        if shared is None or shared.superseded or (shared.read.done() and not shared.kept(fresh)):
+        notified = shared is not None and shared.superseded
+        if shared is None or notified or (shared.read.done() and not shared.kept(fresh)):
             aged = None if shared is None else shared.latest()
             # a task: one caller going cancels no one's read
             shared = reads[key] = _Shared(asyncio.ensure_future(read()), aged)
             shared.read.add_done_callback(partial(_settle, reads, key, shared, fresh))
+            if notified:  # the first to ask after a notification waits for what it announced
+                return await asyncio.shield(shared.read)  # type: ignore[no-any-return]
         if shared.stale is not None and not shared.read.done() and servable(shared.stale):
             return shared.stale  # type: ignore[no-any-return]
         return await asyncio.shield(shared.read)  # type: ignore[no-any-return]

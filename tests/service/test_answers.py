@@ -77,8 +77,9 @@ def test_a_read_running_when_its_job_is_notified_serves_its_waiters_but_is_not_k
 
 
 def test_a_notified_result_answers_while_its_replacement_is_read_if_servable() -> None:
-    """Pollers get the superseded answer during the one read a notification causes; a caller that must
-    see the change (no `servable`: a stream) waits for it; after `forget` nothing old answers."""
+    """The poll that starts the read a notification causes waits for it; polls during that read get the
+    superseded answer; a caller that must see the change (no `servable`: a stream) waits for it;
+    after `forget` nothing old answers."""
 
     async def scenario() -> None:
         shared, read = JobReads(), Reads()
@@ -86,14 +87,17 @@ def test_a_notified_result_answers_while_its_replacement_is_read_if_servable() -
         assert await poll() == 1
         shared.supersede("job-a")
         read.gate = asyncio.Event()
-        assert [await poll() for _ in range(3)] == [1, 1, 1]  # the old answer, one read under way
+        first = asyncio.ensure_future(poll())  # the first poll after the notification waits for the read
         await asyncio.sleep(0)
-        assert read.calls == 2
+        assert not first.done()
+        assert [await poll() for _ in range(3)] == [1, 1, 1]  # the others meanwhile: the old answer
+        await asyncio.sleep(0)
+        assert read.calls == 2  # one read for them all
         stream = asyncio.ensure_future(shared.get("job-a", "k", read))
         await asyncio.sleep(0)
         assert not stream.done()
         read.gate.set()
-        assert await stream == 2 and await poll() == 2 and read.calls == 2  # the new read is kept
+        assert await first == 2 and await stream == 2 and await poll() == 2 and read.calls == 2  # kept
 
         read.gate = asyncio.Event()
         shared.forget("job-a")
@@ -265,6 +269,21 @@ def test_a_repeated_job_get_reads_nothing_until_the_job_changes(pg_client: TestC
 
     bob = make_owner_key("answers-bob")
     assert pg_client.get(path, headers=auth(bob.key)).status_code == 404  # alice's answer is hers
+
+
+def test_a_lone_poller_sees_a_change_at_its_first_poll_after_the_notification(pg_client: TestClient,
+                                                                            pg_owner: OwnerKey) -> None:
+    """The poll that finds its answer superseded reads (the others meanwhile may get the old one): a
+    client polling every few seconds is not shown the old state one poll longer."""
+    job_id = new_job(pg_client, pg_owner)
+    set_job(job_id, status="running", started_at=utcnow(), attempt=1)
+    path = f"{JOBS}/{job_id}"
+    until(pg_client, pg_owner, path, lambda job: job["status"] == "running")
+    assert get(pg_client, pg_owner, path)[1] == 0  # answered from memory
+    set_job(job_id, status="succeeded", finished_at=utcnow())
+    time.sleep(NOTIFIED_WITHIN_S)  # the notification is in; no poll came meanwhile
+    job, statements = get(pg_client, pg_owner, path)
+    assert job["status"] == "succeeded" and statements > 0
 
 
 def test_a_queued_jobs_answer_follows_the_queue_and_ages_with_time(
