@@ -207,14 +207,25 @@ class JobReads:
             shared.read.add_done_callback(partial(_settle, reads, key, shared, fresh))
             if notified:  # the first to ask after a notification waits for what it announced
                 return await asyncio.shield(shared.read)  # type: ignore[no-any-return]
+        shared.asked = True
         if shared.stale is not None and not shared.read.done() and servable(shared.stale):
             return shared.stale  # type: ignore[no-any-return]
         return await asyncio.shield(shared.read)  # type: ignore[no-any-return]
 
     def supersede(self, job_id: str) -> None:
-        """The job was notified: its results may be served, where servable, only while new ones are read."""
-        for shared in self._by_job.get(job_id, {}).values():
-            shared.superseded = True
+        """The job was notified: its results may be served, where servable, only while new ones are
+        read. A question nobody asked since the previous notification is dropped instead (a follower's
+        old `after=` page), so a job's answers do not pile up over its life."""
+        reads = self._by_job.get(job_id)
+        if reads is None:
+            return
+        for key, shared in list(reads.items()):
+            if shared.asked:
+                shared.superseded, shared.asked = True, False
+            else:
+                del reads[key]
+        if not reads:
+            del self._by_job[job_id]
 
     def forget(self, job_id: str) -> None:
         self._by_job.pop(job_id, None)
@@ -233,6 +244,7 @@ class _Shared:
     read: asyncio.Future[Any]
     stale: Any = None
     superseded: bool = False  # its job was notified since the read began
+    asked: bool = True  # by a caller since the job's latest notification (its creator asked)
 
     def result(self) -> Any:
         """The read's result, or None while it runs or when it failed."""

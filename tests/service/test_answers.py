@@ -126,6 +126,25 @@ def test_a_read_running_when_its_job_is_superseded_is_not_kept() -> None:
     asyncio.run(scenario())
 
 
+def test_a_question_nobody_asked_since_the_last_notification_is_dropped_at_the_next() -> None:
+    """A follower asks for the page after the last event it saw, a new key after every new event: the
+    old ones must not pile up for the life of the job."""
+
+    async def scenario() -> None:
+        shared, read = JobReads(), Reads()
+        for after in (1, 2, 3):
+            await shared.get("job-a", ("events", after), read, servable=lambda _: True)
+            shared.supersede("job-a")  # a new event: the follower moves on
+        assert len(shared) == 1  # the page after 3, kept to serve while it is read again
+        await shared.get("job-a", "job", read)
+        shared.supersede("job-a")
+        assert len(shared) == 1  # the job GET, asked since the previous notification
+        shared.supersede("job-a")
+        assert len(shared) == 0
+
+    asyncio.run(scenario())
+
+
 def test_nothing_found_a_failure_and_a_stale_answer_are_not_kept() -> None:
     async def scenario() -> None:
         shared = JobReads()
@@ -281,7 +300,7 @@ def test_a_lone_poller_sees_a_change_at_its_first_poll_after_the_notification(pg
     until(pg_client, pg_owner, path, lambda job: job["status"] == "running")
     assert get(pg_client, pg_owner, path)[1] == 0  # answered from memory
     set_job(job_id, status="succeeded", finished_at=utcnow())
-    time.sleep(NOTIFIED_WITHIN_S)  # the notification is in; no poll came meanwhile
+    time.sleep(2 * NOTIFIED_WITHIN_S)  # the notification is in; no poll came meanwhile
     job, statements = get(pg_client, pg_owner, path)
     assert job["status"] == "succeeded" and statements > 0
 
