@@ -180,9 +180,9 @@ class JobReads:
     a superseded one, except to the caller whose question starts the read: it waits, so a lone poller
     sees the change at its first poll after the notification, as a read of its own would show it;
     those that come during that read get the old result. Callers that must see the change (a stream
-    woken by it) pass no `servable`, and wait for the read. `forget` (this process changed the job) drops results outright: nothing
-    read before it answers again. At most `max_jobs` jobs are held, the least recently asked about
-    dropped first.
+    woken by it) pass no `servable`, and wait for the read. `forget` (this process changed the job)
+    drops results outright: nothing read before it answers again. At most `max_jobs` jobs are held,
+    the least recently asked about dropped first.
     """
 
     def __init__(self, max_jobs: int = 4096) -> None:

@@ -13,7 +13,8 @@ validation, file check, INSERT + COMMIT, one Redis publish), `GET /v1/fine_tunin
 lookup + one SELECT, ids drawn at random from the jobs created so far: each GET a job no GET asked
 about just before, so it reads the database), and `poll`: the same GET with each connection asking
 about one job of its own again and again, as a client watching its job does (on PostgreSQL answered
-from memory until the job changes, or for a queued job up to a second: api/answers.py).
+from memory until the job changes; a queued job's answer is also read again when the queue changes
+and after 5-10 s: api/answers.py).
 
 Each phase sends `--requests` requests over `--clients` concurrent keep-alive connections (one
 httpx.AsyncClient per process, one asyncio task per client). Phases are interleaved: each round

@@ -62,15 +62,18 @@ def test_a_read_serves_every_caller_until_its_job_is_forgotten() -> None:
     asyncio.run(scenario())
 
 
-def test_a_read_running_when_its_job_is_notified_serves_its_waiters_but_is_not_kept() -> None:
+@pytest.mark.parametrize("change", ["supersede", "forget"])  # a notification; a write through this process
+def test_a_read_running_when_its_job_changes_serves_its_waiters_but_is_not_kept(change: str) -> None:
     async def scenario() -> None:
         shared, read = JobReads(), Reads()
         read.gate = asyncio.Event()
         waiting = asyncio.ensure_future(shared.get("job-a", "k", read))
         await asyncio.sleep(0)
-        shared.forget("job-a")  # the job changed while the read was on its way
+        getattr(shared, change)("job-a")  # the job changed while the read was on its way
+        later = asyncio.ensure_future(shared.get("job-a", "k", read))  # must not take the older read
+        await asyncio.sleep(0)
         read.gate.set()
-        assert await waiting == 1
+        assert await waiting == 1 and await later == 2
         assert await shared.get("job-a", "k", read) == 2
 
     asyncio.run(scenario())
@@ -106,22 +109,6 @@ def test_a_notified_result_answers_while_its_replacement_is_read_if_servable() -
         assert not waiting.done()  # nothing read before a forget answers
         read.gate.set()
         assert await waiting == 3
-
-    asyncio.run(scenario())
-
-
-def test_a_read_running_when_its_job_is_superseded_is_not_kept() -> None:
-    async def scenario() -> None:
-        shared, read = JobReads(), Reads()
-        read.gate = asyncio.Event()
-        waiting = asyncio.ensure_future(shared.get("job-a", "k", read))
-        await asyncio.sleep(0)
-        shared.supersede("job-a")  # the job changed while the read was on its way
-        later = asyncio.ensure_future(shared.get("job-a", "k", read))  # must not take the older read
-        await asyncio.sleep(0)
-        read.gate.set()
-        assert await waiting == 1 and await later == 2
-        assert await shared.get("job-a", "k", read) == 2
 
     asyncio.run(scenario())
 
